@@ -1,0 +1,3 @@
+from hostd.cli import main
+
+raise SystemExit(main())

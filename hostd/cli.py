@@ -1,0 +1,203 @@
+"""Command line: ``hostd serve``, ``hostd run``, ``hostd call``, ``hostd status``.
+
+Parses arguments into config overrides and hands them to :mod:`hostd.server`. Exit codes:
+0 after a clean shutdown, 1 when hostd cannot start, 2 on a usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from hostd import __version__
+from hostd.config import Config, ConfigError, load_config
+from hostd.logs import configure
+
+
+def _serve_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--listen", help="stdio (default) or unix:PATH")
+    p.add_argument("--control", help="control endpoint, unix:PATH")
+    p.add_argument("--socket-mode", help="octal mode of the plugin socket (default 0600)")
+    p.add_argument("--auth-dir", help="the proxy's auth directory ('' turns host.auth.* off)")
+    p.add_argument("--model-base-url", help="the proxy's HTTP API ('' turns host.model.* off)")
+    p.add_argument("--config", help="TOML config file (default $HOSTD_CONFIG)")
+    p.add_argument("--log-level", help="trace, debug, info, warn or error")
+    p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), help="event loop (default auto)")
+    p.add_argument("--max-line-bytes", type=int)
+    p.add_argument("--max-in-flight", type=int)
+    p.add_argument("--max-streams", type=int)
+    p.add_argument("--stream-idle-timeout", type=float, help="seconds")
+    p.add_argument("--http-timeout", type=float, help="seconds, total for host.http.do")
+    p.add_argument("--shutdown-grace", type=float, help="seconds")
+
+
+_FLAG_KEYS = {
+    "listen": "listen",
+    "control": "control",
+    "socket_mode": "socket_mode",
+    "auth_dir": "auth.dir",
+    "model_base_url": "model.base_url",
+    "log_level": "log_level",
+    "loop": "loop",
+    "max_line_bytes": "limits.max_line_bytes",
+    "max_in_flight": "limits.max_in_flight",
+    "max_streams": "limits.max_streams",
+    "stream_idle_timeout": "limits.stream_idle_timeout_s",
+    "http_timeout": "http.timeout_s",
+    "shutdown_grace": "shutdown_grace_s",
+    "name": "name",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hostd", description="CLIProxyAPI host API for out-of-process plugins")
+    parser.add_argument("--version", action="version", version=f"hostd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve plugins on stdio or a Unix socket")
+    _serve_options(serve)
+    run = sub.add_parser("run", help="spawn one plugin and serve it on its stdio")
+    _serve_options(run)
+    run.add_argument("--name", help="the plugin's name (its plugin id)")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    call = sub.add_parser("call", help="call one method and print its result as JSON")
+    target = call.add_mutually_exclusive_group()
+    target.add_argument("--connect", help="plugin socket, unix:PATH (default $HOSTD_SOCKET)")
+    target.add_argument("--control", help="control socket, unix:PATH (default $HOSTD_CONTROL)")
+    call.add_argument("--timeout", type=float, default=None, help="seconds to wait for the answer")
+    call.add_argument("method")
+    call.add_argument("params", nargs="?", default=None, help="params as a JSON object")
+    status = sub.add_parser("status", help="show sessions and streams")
+    status.add_argument("--control", help="control socket, unix:PATH (default $HOSTD_CONTROL)")
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides: dict[str, Any] = {}
+    for attr, key in _FLAG_KEYS.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            overrides[key] = value.lower() if attr == "log_level" else value
+    return load_config(getattr(args, "config", None), overrides)
+
+
+def _new_loop(choice: str) -> asyncio.AbstractEventLoop:
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise ConfigError("--loop uvloop: uvloop is not installed (pip install 'hostd[fast]')") from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def run_daemon(config: Config, coro_factory: Any) -> int:
+    loop = _new_loop(config.loop)
+    try:
+        return int(loop.run_until_complete(coro_factory()))
+    finally:
+        loop.close()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from hostd.server import Daemon, StartupError, raise_nofile_limit
+
+    config = config_from_args(args)
+    logger = configure(config.log_level)
+    raise_nofile_limit()
+
+    async def main() -> int:
+        try:
+            return await Daemon(config, logger).run()
+        except StartupError as e:
+            logger.error("cannot start", error=str(e))
+            print(f"hostd: {e}", file=sys.stderr)
+            return 1
+
+    try:
+        return run_daemon(config, main)
+    finally:
+        logger.flush()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hostd.runner import run_plugin
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        print("hostd run: missing plugin command (hostd run [options] -- CMD [ARGS...])", file=sys.stderr)
+        return 2
+    config = config_from_args(args)
+    return run_plugin(config, cmd)
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    import orjson
+
+    from hostd.client import Client, ConnectionClosed, RpcError
+
+    params = None
+    if args.params is not None:
+        try:
+            params = orjson.loads(args.params)
+        except orjson.JSONDecodeError as e:
+            print(f"hostd call: PARAMS is not valid JSON: {e}", file=sys.stderr)
+            return 2
+    if args.control:
+        address = args.control
+    elif args.connect:
+        address = args.connect
+    else:
+        address = os.environ.get("HOSTD_SOCKET") or os.environ.get("HOSTD_CONTROL", "")
+
+    async def main() -> int:
+        try:
+            client = await Client.connect(address)
+        except (OSError, ValueError) as e:
+            print(f"hostd call: cannot connect to {address or '(no address)'}: {e}", file=sys.stderr)
+            return 2
+        async with client:
+            try:
+                result = await client.call(args.method, params, timeout=args.timeout)
+            except RpcError as e:
+                print(orjson.dumps({"error": e.error}).decode(), file=sys.stderr)
+                return 1
+            except TimeoutError:
+                print("hostd call: no answer within the timeout", file=sys.stderr)
+                return 1
+            except ConnectionClosed:
+                print("hostd call: hostd closed the connection before answering", file=sys.stderr)
+                return 1
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+
+    return asyncio.run(main())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from hostd.status_cli import show_status
+
+    return show_status(args.control or os.environ.get("HOSTD_CONTROL", ""), as_json=args.json)
+
+
+COMMANDS = {"serve": cmd_serve, "run": cmd_run, "call": cmd_call, "status": cmd_status}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as e:
+        print(f"hostd: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,62 @@
+"""What a handler is: a named method, its params struct, and a function.
+
+Handlers never touch sockets or the wire format. They receive a :class:`CallContext`
+(who is calling, the daemon's services) and their decoded params, and return the
+result object of PROTOCOL.md or raise a :class:`hostd.errors.HostError`.
+
+``inline`` handlers are plain functions run directly by the session's reader (cheap,
+no I/O: ``host.log``, ``*.stream_close``); the others are coroutines run as tasks in
+the session's task group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from hostd.rpc.messages import ParamsDecoder
+
+if TYPE_CHECKING:
+    from hostd.rpc.session import Session
+    from hostd.scopes import Scope
+    from hostd.services import Services
+
+P = TypeVar("P")
+
+
+@dataclass(slots=True)
+class CallContext:
+    """The caller of one request: its session, the daemon's services and its scope."""
+
+    session: Session
+    services: Services
+    scope: Scope | None = None
+
+    @property
+    def plugin_id(self) -> str:
+        return self.session.plugin_id
+
+    @property
+    def request_id(self) -> str | None:
+        return self.scope.request_id if self.scope is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Method(Generic[P]):
+    name: str
+    decoder: ParamsDecoder
+    fn: Callable[[CallContext, P], Any] | Callable[[CallContext, P], Awaitable[Any]]
+    inline: bool = False
+    counts: bool = True  # counts against max_in_flight ($/cancelRequest does not)
+
+
+def host_method(
+    name: str, params: type[P], what: str, *, inline: bool = False
+) -> Callable[[Callable[[CallContext, P], Any]], Method[P]]:
+    """Declare a method: ``what`` is the label of its decode errors (``decode <what> request``)."""
+
+    def wrap(fn: Callable[[CallContext, P], Any]) -> Method[P]:
+        return Method(name=name, decoder=ParamsDecoder(params, what), fn=fn, inline=inline)
+
+    return wrap

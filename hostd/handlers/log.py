@@ -1,0 +1,43 @@
+"""``host.log``: a plugin's log line, written as one structured line with secrets redacted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from hostd.handlers.base import CallContext, host_method
+from hostd.logs import LEVEL_NAMES, LEVELS, REDACTED, is_secret_key, redact
+
+
+class LogParams(msgspec.Struct, frozen=True, kw_only=True):
+    level: str = ""
+    message: str = ""
+    fields: dict[str, Any] | None = None
+    host_callback_id: str = ""
+
+
+@host_method("host.log", LogParams, "host log", inline=True)
+def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
+    logger = ctx.services.logger
+    level = LEVELS.get(params.level.strip().lower(), 10)
+    if not logger.enabled(level):
+        return {}
+    record: dict[str, Any] = {
+        "ts": None,
+        "level": LEVEL_NAMES[level],
+        "msg": params.message.strip() or "plugin log",
+        "plugin": ctx.plugin_id,
+        "session": ctx.session.id,
+    }
+    if ctx.request_id:
+        record["request_id"] = ctx.request_id
+    for key, value in (params.fields or {}).items():
+        key = key.strip()
+        if key and key not in record:
+            record[key] = REDACTED if is_secret_key(key) else redact(value)
+    logger.emit_record(record)
+    return {}
+
+
+METHODS = (host_log,)

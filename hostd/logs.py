@@ -1,0 +1,144 @@
+"""Structured logging: one JSON object per line on stderr, secrets redacted, never blocking.
+
+Lines are filtered by level before anything is formatted, then handed to a writer thread
+through a bounded queue; when stderr is slower than the daemon, lines are dropped and
+counted rather than stalling the event loop.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+LEVELS = {"trace": 5, "debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40}
+LEVEL_NAMES = {5: "trace", 10: "debug", 20: "info", 30: "warn", 40: "error"}
+
+REDACTED = "[redacted]"
+_SECRET_WORDS = ("authorization", "cookie", "token", "secret", "password", "apikey")
+
+
+def is_secret_key(key: str) -> bool:
+    """True for keys whose values must never be logged (case and ``-``/``_`` ignored)."""
+    folded = key.lower().replace("-", "").replace("_", "")
+    return any(word in folded for word in _SECRET_WORDS)
+
+
+def redact(value: Any) -> Any:
+    """A copy of ``value`` with every value under a secret-looking key replaced."""
+    if isinstance(value, dict):
+        return {k: REDACTED if is_secret_key(str(k)) else redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def redact_headers(headers: dict[str, list[str]] | None) -> dict[str, Any]:
+    return redact(dict(headers or {}))  # type: ignore[no-any-return]
+
+
+def _timestamp() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Logger:
+    """The process-wide logger. ``log`` is safe to call from the event loop at any rate."""
+
+    def __init__(self, level: str = "info", fd: int | None = None, max_queued: int = 10_000) -> None:
+        self.threshold = LEVELS.get(level.lower(), 20)
+        self.dropped = 0
+        self._fd = sys.stderr.fileno() if fd is None else fd
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._max_queued = max_queued
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._drain, name="hostd-log", daemon=True)
+        self._thread.start()
+
+    def set_level(self, level: str) -> None:
+        self.threshold = LEVELS.get(level.lower(), 20)
+
+    def enabled(self, level: int) -> bool:
+        return level >= self.threshold
+
+    def log(self, level: int, msg: str, **fields: Any) -> None:
+        if level < self.threshold:
+            return
+        record: dict[str, Any] = {"ts": _timestamp(), "level": LEVEL_NAMES.get(level, "debug"), "msg": msg}
+        for key, value in fields.items():
+            if value is None:
+                continue
+            record[key] = REDACTED if is_secret_key(key) else redact(value)
+        self.emit_record(record)
+
+    def emit_record(self, record: dict[str, Any]) -> None:
+        """Queue an already-redacted record; a ``ts`` of None is filled in."""
+        if record.get("ts") is None:
+            record["ts"] = _timestamp()
+        if len(self._queue) >= self._max_queued:
+            self.dropped += 1
+            return
+        line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
+        self._queue.append(line)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def trace(self, msg: str, **fields: Any) -> None:
+        self.log(5, msg, **fields)
+
+    def debug(self, msg: str, **fields: Any) -> None:
+        self.log(10, msg, **fields)
+
+    def info(self, msg: str, **fields: Any) -> None:
+        self.log(20, msg, **fields)
+
+    def warn(self, msg: str, **fields: Any) -> None:
+        self.log(30, msg, **fields)
+
+    def error(self, msg: str, **fields: Any) -> None:
+        self.log(40, msg, **fields)
+
+    def _drain(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                chunk = [self._queue.popleft() for _ in range(min(len(self._queue), 256))]
+                data = b"".join(chunk)
+                try:
+                    while data:
+                        data = data[os.write(self._fd, data) :]
+                except OSError:
+                    pass
+            if self._stopping:
+                return
+
+    def flush(self, timeout: float = 2.0) -> None:
+        """Write out what is queued (used at exit); gives up after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+
+
+_logger: Logger | None = None
+
+
+def get_logger() -> Logger:
+    """The process-wide logger (created on first use at level info)."""
+    global _logger
+    if _logger is None:
+        _logger = Logger()
+    return _logger
+
+
+def configure(level: str) -> Logger:
+    logger = get_logger()
+    logger.set_level(level)
+    return logger

@@ -1,0 +1,300 @@
+"""The stream table: every open HTTP, model and emit stream, keyed by an unguessable id.
+
+A stream belongs to the session that opened it; another session's id behaves exactly as
+an unknown one. Each stream has a bounded buffer between its producer (an upstream task,
+or a plugin emitting) and its readers, so memory per stream is bounded and a slow reader
+slows the upstream down. Closing a stream aborts its buffer and cancels its producer task;
+a session's streams are all closed when the session ends, and idle ones are reaped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+from hostd.errors import LimitExceeded
+
+if TYPE_CHECKING:
+    from hostd.logs import Logger
+
+StreamKind = Literal["http", "model", "emit"]
+KINDS: tuple[StreamKind, ...] = ("http", "model", "emit")
+PIECE_BYTES = 32 * 1024
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """The last thing a reader sees: a clean end (``error == ""``), an error, or an abort."""
+
+    error: str = ""
+    aborted: bool = False
+
+
+ENDED = End()
+ABORTED = End(aborted=True)
+
+
+class BufferClosed(Exception):
+    """Raised to a producer whose buffer was finished or aborted (the stream is not open)."""
+
+
+class PieceBuffer(Generic[T]):
+    """A bounded FIFO of pieces with an end marker.
+
+    ``put`` waits while the buffer is full (backpressure); ``get`` waits for a piece or the
+    end. A cancelled ``get`` takes nothing, so a cancelled read loses no data. Waiting
+    readers are served in arrival order.
+    """
+
+    __slots__ = ("_items", "_capacity", "_getters", "_putters", "_end")
+
+    def __init__(self, capacity: int) -> None:
+        self._items: deque[T] = deque()
+        self._capacity = capacity
+        self._getters: deque[asyncio.Future[None]] = deque()
+        self._putters: deque[asyncio.Future[None]] = deque()
+        self._end: End | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self._end is not None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def put(self, item: T) -> None:
+        while len(self._items) >= self._capacity and self._end is None:
+            await self._wait(self._putters)
+        if self._end is not None:
+            raise BufferClosed
+        self._items.append(item)
+        _wake_one(self._getters)
+
+    async def get(self) -> T | End:
+        while not self._items and self._end is None:
+            await self._wait(self._getters)
+        if self._items:
+            item = self._items.popleft()
+            _wake_one(self._putters)
+            if self._items or self._end is not None:
+                _wake_one(self._getters)
+            return item
+        assert self._end is not None
+        _wake_one(self._getters)  # every waiting reader sees the end too
+        return self._end
+
+    def finish(self, error: str = "") -> None:
+        """End after what is queued: readers get the queued pieces, then the end."""
+        if self._end is None:
+            self._end = End(error) if error else ENDED
+            _wake_all(self._getters)
+            _wake_all(self._putters)
+
+    def abort(self) -> None:
+        """End now: queued pieces are dropped, waiting producers get :class:`BufferClosed`."""
+        self._items.clear()
+        self._end = ABORTED
+        _wake_all(self._getters)
+        _wake_all(self._putters)
+
+    async def _wait(self, waiters: deque[asyncio.Future[None]]) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                _wake_one(waiters)  # pass the wake-up on; we will not use it
+            else:
+                try:
+                    waiters.remove(fut)
+                except ValueError:
+                    pass
+            raise
+
+
+def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:
+    while waiters:
+        fut = waiters.popleft()
+        if not fut.done():
+            fut.set_result(None)
+            return
+
+
+def _wake_all(waiters: deque[asyncio.Future[None]]) -> None:
+    while waiters:
+        fut = waiters.popleft()
+        if not fut.done():
+            fut.set_result(None)
+
+
+class StreamOwner:
+    """What the table needs from a session: an id and a place to start producer tasks."""
+
+    id: str
+    streams: dict[str, Stream[Any]]
+
+    def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]:  # pragma: no cover
+        raise NotImplementedError
+
+
+class Stream(Generic[T]):
+    __slots__ = (
+        "id",
+        "kind",
+        "owner",
+        "buffer",
+        "task",
+        "last_active",
+        "reading",
+        "scope_id",
+        "on_close",
+        "closed",
+        "info",
+    )
+
+    def __init__(self, kind: StreamKind, owner: StreamOwner, capacity: int) -> None:
+        self.id = secrets.token_hex(16)
+        self.kind = kind
+        self.owner = owner
+        self.buffer: PieceBuffer[T] = PieceBuffer(capacity)
+        self.task: asyncio.Task[Any] | None = None
+        self.last_active = time.monotonic()
+        self.reading = 0
+        self.scope_id: str | None = None
+        self.on_close: Callable[[Stream[T]], None] | None = None
+        self.closed = False
+        self.info: dict[str, Any] = {}
+
+
+class Counters:
+    """Daemon-wide totals reported by ``hostd.status``."""
+
+    __slots__ = ("calls", "errors", "streams_opened", "streams_closed", "streams_reaped", "dropped_notifications")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.errors = 0
+        self.streams_opened = 0
+        self.streams_closed = 0
+        self.streams_reaped = 0
+        self.dropped_notifications = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class StreamTable:
+    def __init__(
+        self,
+        *,
+        max_per_session: int,
+        idle_timeout_s: float,
+        buffer_pieces: int,
+        counters: Counters,
+        logger: Logger,
+    ) -> None:
+        self.max_per_session = max_per_session
+        self.idle_timeout_s = idle_timeout_s
+        self.buffer_pieces = buffer_pieces
+        self.counters = counters
+        self.logger = logger
+        self._streams: dict[str, Stream[Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def open(self, kind: StreamKind, owner: StreamOwner, *, capacity: int | None = None) -> Stream[Any]:
+        """Register a new stream owned by ``owner`` (``LimitExceeded`` past ``max_streams``)."""
+        if len(owner.streams) >= self.max_per_session:
+            raise LimitExceeded(f"too many open streams (max {self.max_per_session})")
+        stream: Stream[Any] = Stream(kind, owner, capacity or self.buffer_pieces)
+        self._streams[stream.id] = stream
+        owner.streams[stream.id] = stream
+        self.counters.streams_opened += 1
+        return stream
+
+    def start(self, stream: Stream[Any], coro: Any) -> None:
+        """Run ``coro`` as the stream's producer, in its owner's task group."""
+        stream.task = stream.owner.spawn(coro, name=f"{stream.kind}-stream-{stream.id[:8]}")
+
+    def get(self, stream_id: str, owner: StreamOwner, kind: StreamKind | None = None) -> Stream[Any] | None:
+        """The open stream ``stream_id`` if ``owner`` owns it (and it is of ``kind``)."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.owner is not owner or (kind is not None and stream.kind != kind):
+            return None
+        return stream
+
+    def lookup(self, stream_id: str) -> Stream[Any] | None:
+        """Any open stream by id, whoever owns it (for the host side of emit streams)."""
+        return self._streams.get(stream_id)
+
+    async def read(self, stream: Stream[T]) -> T | End:
+        """Wait for the next piece; at the end the stream leaves the table."""
+        stream.reading += 1
+        try:
+            item = await stream.buffer.get()
+        finally:
+            stream.reading -= 1
+            stream.last_active = time.monotonic()
+        if isinstance(item, End):
+            self._remove(stream)
+        return item
+
+    def close(self, stream: Stream[Any], reason: str = "closed") -> None:
+        """Close now: drop buffered pieces, cancel the producer, free the entry. Idempotent."""
+        if stream.closed:
+            return
+        stream.buffer.abort()
+        if stream.task is not None and not stream.task.done():
+            stream.task.cancel()
+        self._remove(stream)
+        self.logger.debug("stream closed", stream_id=stream.id, kind=stream.kind, reason=reason)
+
+    def close_owned(self, owner: StreamOwner, reason: str) -> int:
+        streams = list(owner.streams.values())
+        for stream in streams:
+            self.close(stream, reason)
+        return len(streams)
+
+    def _remove(self, stream: Stream[Any]) -> None:
+        if stream.closed:
+            return
+        stream.closed = True
+        self._streams.pop(stream.id, None)
+        stream.owner.streams.pop(stream.id, None)
+        self.counters.streams_closed += 1
+        if stream.on_close is not None:
+            callback, stream.on_close = stream.on_close, None
+            callback(stream)
+
+    def reap_idle(self, now: float | None = None) -> int:
+        """Close streams with no read pending and none completed for ``idle_timeout_s``."""
+        now = time.monotonic() if now is None else now
+        cutoff = now - self.idle_timeout_s
+        idle = [s for s in self._streams.values() if s.reading == 0 and s.last_active < cutoff]
+        for stream in idle:
+            self.logger.warn(
+                "idle stream reaped",
+                stream_id=stream.id,
+                kind=stream.kind,
+                session=stream.owner.id,
+                idle_s=round(now - stream.last_active, 1),
+            )
+            self.close(stream, "idle")
+            self.counters.streams_reaped += 1
+        return len(idle)
+
+    async def run_reaper(self) -> None:
+        """Reap idle streams until cancelled (owned by the daemon's task group)."""
+        interval = min(max(self.idle_timeout_s / 4, 0.05), 5.0)
+        while True:
+            await asyncio.sleep(interval)
+            self.reap_idle()

@@ -1,0 +1,1 @@
+"""Where handlers send their work: the HTTP client, the model backend, the credential store."""

@@ -1,0 +1,1 @@
+"""Real parts for tests: a hostd process, plugin clients, loopback HTTP servers."""

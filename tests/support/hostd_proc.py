@@ -1,0 +1,120 @@
+"""Run a real hostd process for a test: over a Unix socket or over its stdio pipes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hostd.client import MAX_LINE, Client
+
+HOSTD = [sys.executable, "-m", "hostd"]
+
+
+@dataclass
+class HostdProcess:
+    proc: asyncio.subprocess.Process
+    socket: str | None
+    control: str | None
+    stderr_lines: list[str] = field(default_factory=list)
+    _stderr_task: asyncio.Task[None] | None = None
+    _new_line: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def connect(self) -> Client:
+        assert self.socket is not None
+        return await Client.connect(f"unix:{self.socket}")
+
+    async def connect_control(self) -> Client:
+        assert self.control is not None
+        return await Client.connect(f"unix:{self.control}")
+
+    def stdio_client(self) -> Client:
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        return Client(self.proc.stdout, self.proc.stdin)  # type: ignore[arg-type]
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+        async with asyncio.timeout(timeout):
+            code = await self.proc.wait()
+        if self._stderr_task is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await self._stderr_task
+        return code
+
+    async def wait_log(self, text: str, timeout: float = 10.0) -> str:
+        seen = 0
+        async with asyncio.timeout(timeout):
+            while True:
+                for line in self.stderr_lines[seen:]:
+                    if text in line:
+                        return line
+                seen = len(self.stderr_lines)
+                if self._stderr_task is not None and self._stderr_task.done():
+                    raise RuntimeError(f"hostd exited before logging {text!r}")
+                self._new_line.clear()
+                await self._new_line.wait()
+
+    async def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            self.stderr_lines.append(line.decode(errors="replace").rstrip("\n"))
+            self._new_line.set()
+        self._new_line.set()
+
+
+async def start_hostd(
+    tmp: Path,
+    *args: str,
+    stdio: bool = False,
+    control: bool = False,
+    env: dict[str, str] | None = None,
+    prefix: list[str] | None = None,
+) -> HostdProcess:
+    """Start ``hostd serve`` and wait until it is ready (its ``hostd ready`` log line)."""
+    sock = None if stdio else str(tmp / "hostd.sock")
+    ctl = str(tmp / "control.sock") if control else None
+    argv = [*(prefix or []), *HOSTD, "serve", "--log-level", "debug"]
+    if sock:
+        argv += ["--listen", f"unix:{sock}"]
+    if ctl:
+        argv += ["--control", f"unix:{ctl}"]
+    if not any(a.startswith("--auth-dir") for a in args):
+        argv += ["--auth-dir", ""]
+    if not any(a.startswith("--model-base-url") for a in args):
+        argv += ["--model-base-url", ""]
+    argv += list(args)
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("HOSTD_CONFIG", None)
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=full_env,
+        limit=MAX_LINE,
+    )
+    hp = HostdProcess(proc, sock, ctl)
+    hp._stderr_task = asyncio.create_task(hp._read_stderr())
+    try:
+        await hp.wait_log('"hostd ready"', timeout=20)
+    except TimeoutError:
+        await hp.stop(signal.SIGKILL)
+        raise RuntimeError("hostd did not start:\n" + "\n".join(hp.stderr_lines)) from None
+    return hp
+
+
+@contextlib.asynccontextmanager
+async def running_hostd(tmp: Path, *args: str, **kw: object) -> AsyncIterator[HostdProcess]:
+    hp = await start_hostd(tmp, *args, **kw)  # type: ignore[arg-type]
+    try:
+        yield hp
+    finally:
+        await hp.stop()

@@ -1,0 +1,142 @@
+"""A real HTTP/1.1 server on 127.0.0.1 for tests, with hooks to see what hostd does to it.
+
+It records each request, counts open connections, and signals when a client drops a
+connection, so tests can check upstream cleanup from the server's side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+
+class Response:
+    """What a route answers: status, headers and a body (bytes, or an async generator of chunks)."""
+
+    def __init__(self, status: int = 200, headers: list[tuple[str, str]] | None = None, body: bytes = b"", chunks=None):
+        self.status = status
+        self.headers = headers or []
+        self.body = body
+        self.chunks = chunks
+
+
+Route = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass
+class Upstream:
+    host: str = "127.0.0.1"
+    port: int = 0
+    routes: dict[str, Route] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
+    open_connections: int = 0
+    total_connections: int = 0
+    dropped: int = 0  # connections the client closed while we were still sending
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _server: asyncio.Server | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def route(self, path: str) -> Callable[[Route], Route]:
+        def wrap(fn: Route) -> Route:
+            self.routes[path] = fn
+            return fn
+
+        return wrap
+
+    async def start(self) -> Upstream:
+        self._server = await asyncio.start_server(self._serve, self.host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until ``predicate()`` holds (re-checked whenever the server's state changes)."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await self.changed.wait()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.open_connections += 1
+        self.total_connections += 1
+        self._notify()
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = [tuple(x.split(": ", 1)) for x in lines[1:] if x]
+                length = next((int(v) for k, v in headers if k.lower() == "content-length"), 0)
+                body = await reader.readexactly(length) if length else b""
+                req = Request(method, path, headers, body)  # type: ignore[arg-type]
+                self.requests.append(req)
+                self._notify()
+                route = self.routes.get(path.split("?")[0])
+                resp = await route(req) if route else Response(404, body=b"not found")
+                await self._send(writer, resp)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.open_connections -= 1
+            self._tasks.discard(task)
+            writer.close()
+            self._notify()
+
+    async def _send(self, writer: asyncio.StreamWriter, resp: Response) -> None:
+        head = [f"HTTP/1.1 {resp.status} X"]
+        head += [f"{k}: {v}" for k, v in resp.headers]
+        if resp.chunks is None:
+            head.append(f"Content-Length: {len(resp.body)}")
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + resp.body)
+            await writer.drain()
+            return
+        head.append("Transfer-Encoding: chunked")
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        try:
+            async for chunk in resp.chunks:
+                if chunk:
+                    writer.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                    await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        except ConnectionError:
+            self.dropped += 1
+            raise
+
+
+def gzipped(data: bytes) -> bytes:
+    return gzip.compress(data)
