@@ -136,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("hostd run: missing plugin command (hostd run [options] -- CMD [ARGS...])", file=sys.stderr)
         return 2
     config = config_from_args(args)
-    return run_plugin(config, cmd)
+    return int(run_plugin(config, cmd))
 
 
 def cmd_call(args: argparse.Namespace) -> int:
@@ -185,7 +185,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from hostd.status_cli import show_status
 
-    return show_status(args.control or os.environ.get("HOSTD_CONTROL", ""), as_json=args.json)
+    return int(show_status(args.control or os.environ.get("HOSTD_CONTROL", ""), as_json=args.json))
 
 
 COMMANDS = {"serve": cmd_serve, "run": cmd_run, "call": cmd_call, "status": cmd_status}

@@ -108,8 +108,8 @@ class Daemon:
             plugin = [s for name, s in inherited.items() if name != "control"]
             self.logger.info("using sockets from systemd", count=len(inherited))
             return plugin, control
-        plugin: list[socket.socket] = []
-        control: list[socket.socket] = []
+        plugin = []
+        control = []
         mode = self.config.socket_mode_bits
         if self.config.listen != "stdio":
             path = parse_unix_address(self.config.listen)

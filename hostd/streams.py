@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from hostd.errors import LimitExceeded
 
@@ -53,7 +53,7 @@ class PieceBuffer(Generic[T]):
     readers are served in arrival order.
     """
 
-    __slots__ = ("_items", "_capacity", "_getters", "_putters", "_end")
+    __slots__ = ("_capacity", "_end", "_getters", "_items", "_putters")
 
     def __init__(self, capacity: int) -> None:
         self._items: deque[T] = deque()
@@ -135,29 +135,31 @@ def _wake_all(waiters: deque[asyncio.Future[None]]) -> None:
             fut.set_result(None)
 
 
-class StreamOwner:
-    """What the table needs from a session: an id and a place to start producer tasks."""
+class StreamOwner(Protocol):
+    """What the table needs from a session: an id, its streams and a place to start tasks."""
 
-    id: str
-    streams: dict[str, Stream[Any]]
+    @property
+    def id(self) -> str: ...
 
-    def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]:  # pragma: no cover
-        raise NotImplementedError
+    @property
+    def streams(self) -> dict[str, Stream[Any]]: ...
+
+    def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]: ...
 
 
 class Stream(Generic[T]):
     __slots__ = (
-        "id",
-        "kind",
-        "owner",
         "buffer",
-        "task",
+        "closed",
+        "id",
+        "info",
+        "kind",
         "last_active",
+        "on_close",
+        "owner",
         "reading",
         "scope_id",
-        "on_close",
-        "closed",
-        "info",
+        "task",
     )
 
     def __init__(self, kind: StreamKind, owner: StreamOwner, capacity: int) -> None:
@@ -177,7 +179,7 @@ class Stream(Generic[T]):
 class Counters:
     """Daemon-wide totals reported by ``hostd.status``."""
 
-    __slots__ = ("calls", "errors", "streams_opened", "streams_closed", "streams_reaped", "dropped_notifications")
+    __slots__ = ("calls", "dropped_notifications", "errors", "streams_closed", "streams_opened", "streams_reaped")
 
     def __init__(self) -> None:
         self.calls = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 class LineFramer:
-    __slots__ = ("max_line", "_buf", "_discarding")
+    __slots__ = ("_buf", "_discarding", "max_line")
 
     def __init__(self, max_line: int) -> None:
         self.max_line = max_line

@@ -24,7 +24,7 @@ class Envelope(msgspec.Struct, kw_only=True):
     """Any incoming JSON-RPC message: a request, a notification, or an answer to hostd."""
 
     jsonrpc: str | UnsetType = UNSET
-    id: int | float | str | None | UnsetType = UNSET
+    id: int | float | str | UnsetType | None = UNSET
     method: str | UnsetType = UNSET
     params: msgspec.Raw = msgspec.Raw(b"")
     result: msgspec.Raw = msgspec.Raw(b"")
@@ -45,7 +45,7 @@ S = TypeVar("S")
 class ParamsDecoder:
     """Decodes one method's params into its struct with the spec's error texts."""
 
-    __slots__ = ("_decoder", "_what", "_empty")
+    __slots__ = ("_decoder", "_empty", "_what")
 
     def __init__(self, struct: type[S], what: str) -> None:
         self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(struct)

@@ -75,7 +75,7 @@ _cancel_decoder = msgspec.json.Decoder(_Cancel)
 class _Batch:
     """Collects the answers of one batch and writes them as one array when the last ends."""
 
-    __slots__ = ("pending", "parts", "write")
+    __slots__ = ("parts", "pending", "write")
 
     def __init__(self, write: Reply) -> None:
         self.pending = 0
@@ -362,7 +362,7 @@ class Session:
         assert task is not None
         out: bytes | None = None
         try:
-            out = encode_result(rid, await method.fn(ctx, params))  # type: ignore[misc]
+            out = encode_result(rid, await method.fn(ctx, params))
         except HostError as e:
             self.services.counters.errors += 1
             out = encode_error(rid, e)
@@ -395,9 +395,7 @@ class Session:
 
     def _internal_error(self, rid: RequestId | None, method: str, e: Exception) -> bytes:
         self.services.counters.errors += 1
-        self.services.logger.error(
-            "handler failed", method=method, session=self.id, error=f"{type(e).__name__}: {e}"
-        )
+        self.services.logger.error("handler failed", method=method, session=self.id, error=f"{type(e).__name__}: {e}")
         return encode_error(rid, HostCallFailed(f"internal error in {method}: {type(e).__name__}"))
 
     def _drop_notification(self, method: str) -> None:

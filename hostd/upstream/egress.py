@@ -124,7 +124,7 @@ class EgressBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectError(f"lookup {host}: {e.strerror or e}") from None
         seen: list[IPAddress] = []
         for info in infos:
-            address = ipaddress.ip_address(info[4][0].split("%")[0])
+            address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
             if address not in seen:
                 seen.append(address)
         if not seen:

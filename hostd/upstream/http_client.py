@@ -72,7 +72,9 @@ class HttpUpstream:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    def build(self, method: str, url: str, headers: dict[str, list[str]] | None, body: bytes | None) -> tuple[httpx.Request, bool]:
+    def build(
+        self, method: str, url: str, headers: dict[str, list[str]] | None, body: bytes | None
+    ) -> tuple[httpx.Request, bool]:
         """The request to send, and whether hostd added ``Accept-Encoding: gzip``."""
         pairs = header_list(headers)
         add_gzip = not has_header(pairs, "accept-encoding")
@@ -129,10 +131,9 @@ class HttpUpstream:
                 self.buffered_bytes += len(piece)
                 if size > limit:
                     raise LimitExceeded(f"response body exceeds max_body_bytes ({limit} bytes)")
-                if self.buffered_bytes > self.config.max_total_body_bytes:
-                    raise LimitExceeded(
-                        f"buffered response bodies exceed max_total_body_bytes ({self.config.max_total_body_bytes} bytes)"
-                    )
+                total = self.config.max_total_body_bytes
+                if self.buffered_bytes > total:
+                    raise LimitExceeded(f"buffered response bodies exceed max_total_body_bytes ({total} bytes)")
                 parts.append(piece)
         finally:
             self.buffered_bytes -= size
