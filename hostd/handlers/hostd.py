@@ -25,6 +25,9 @@ def hello(ctx: CallContext, params: HelloParams) -> dict[str, Any]:
         session.hello_done = True
         if params.plugin_id.strip():
             session.plugin_id = params.plugin_id.strip()
+        ctx.services.logger.info(
+            "hello plugin", plugin=session.plugin_id, session=session.id, schema_version=params.schema_version
+        )
     limits = ctx.services.config.limits
     return {
         "server": "hostd",

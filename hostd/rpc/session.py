@@ -419,7 +419,9 @@ class Session:
         task = self._calls.get(target)
         if task is not None and not task.done() and task not in self._cancel_requested:
             self._cancel_requested.add(task)
-            task.cancel()
+            # Deferred by one loop turn: a task cancelled before its first step never runs
+            # its body, so it could not answer -32800.
+            self._loop.call_soon(task.cancel)
 
     # Writing ------------------------------------------------------------------------
 

@@ -9,6 +9,11 @@ from collections.abc import Iterable, Iterator
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
+def is_token(text: str) -> bool:
+    """An HTTP token (a method or header name), as RFC 9110 defines it."""
+    return bool(text) and all(c in _TOKEN for c in text)
+
+
 @functools.lru_cache(maxsize=1024)
 def canonical_key(key: str) -> str:
     """Go's ``textproto.CanonicalMIMEHeaderKey``: ``x-api-key`` -> ``X-Api-Key``.

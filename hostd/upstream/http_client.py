@@ -20,7 +20,7 @@ from hostd.config import HttpConfig
 from hostd.errors import LimitExceeded
 from hostd.logs import Logger, is_secret_key
 from hostd.upstream.egress import EgressBackend, EgressPolicy
-from hostd.upstream.headers import PIECE_BYTES, Gunzip, has_header, header_list
+from hostd.upstream.headers import PIECE_BYTES, Gunzip, has_header, header_list, is_token
 
 USER_AGENT = f"hostd/{__version__}"
 MAX_REDIRECTS = 10
@@ -76,6 +76,8 @@ class HttpUpstream:
         self, method: str, url: str, headers: dict[str, list[str]] | None, body: bytes | None
     ) -> tuple[httpx.Request, bool]:
         """The request to send, and whether hostd added ``Accept-Encoding: gzip``."""
+        if not is_token(method):
+            raise ValueError(f"net/http: invalid method {method!r}")
         pairs = header_list(headers)
         add_gzip = not has_header(pairs, "accept-encoding")
         if add_gzip:

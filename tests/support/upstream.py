@@ -105,7 +105,22 @@ class Upstream:
                 self._notify()
                 route = self.routes.get(path.split("?")[0])
                 resp = await route(req) if route else Response(404, body=b"not found")
-                await self._send(writer, resp)
+                if resp.chunks is None:
+                    await self._send(writer, resp)
+                    continue
+                # While streaming, watch the socket: a client that hangs up is seen at once,
+                # even when the route is idle between chunks.
+                sending = asyncio.ensure_future(self._send(writer, resp))
+                watching = asyncio.ensure_future(reader.read(1))
+                await asyncio.wait({sending, watching}, return_when=asyncio.FIRST_COMPLETED)
+                if not sending.done():
+                    sending.cancel()
+                    self.dropped += 1
+                    await asyncio.gather(sending, return_exceptions=True)
+                    break
+                watching.cancel()
+                await asyncio.gather(watching, return_exceptions=True)
+                sending.result()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         except asyncio.CancelledError:

@@ -1,0 +1,72 @@
+"""The bounded buffer between a stream's producer and its readers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hostd.streams import ABORTED, ENDED, BufferClosed, End, PieceBuffer
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_put_waits_when_full_and_resumes_after_a_get() -> None:
+    buf: PieceBuffer[bytes] = PieceBuffer(2)
+    await buf.put(b"1")
+    await buf.put(b"2")
+    third = asyncio.ensure_future(buf.put(b"3"))
+    await asyncio.sleep(0)  # one loop turn: the put has run up to its wait
+    assert not third.done()
+    assert await buf.get() == b"1"
+    async with asyncio.timeout(5):
+        await third
+    assert [await buf.get(), await buf.get()] == [b"2", b"3"]
+
+
+async def test_cancelled_get_takes_nothing() -> None:
+    buf: PieceBuffer[bytes] = PieceBuffer(2)
+    waiting = asyncio.ensure_future(buf.get())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await buf.put(b"kept")
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert await buf.get() == b"kept"
+
+
+async def test_waiting_readers_are_served_in_arrival_order() -> None:
+    buf: PieceBuffer[int] = PieceBuffer(4)
+    readers = [asyncio.ensure_future(buf.get()) for _ in range(3)]
+    await asyncio.sleep(0)
+    for i in range(3):
+        await buf.put(i)
+    async with asyncio.timeout(5):
+        assert await asyncio.gather(*readers) == [0, 1, 2]
+
+
+async def test_finish_delivers_queued_pieces_then_the_end_to_everyone() -> None:
+    buf: PieceBuffer[bytes] = PieceBuffer(4)
+    await buf.put(b"a")
+    buf.finish("boom")
+    assert await buf.get() == b"a"
+    end = await buf.get()
+    assert isinstance(end, End) and end.error == "boom"
+    assert await buf.get() == end
+    with pytest.raises(BufferClosed):
+        await buf.put(b"late")
+
+
+async def test_abort_drops_pieces_and_fails_a_waiting_put() -> None:
+    buf: PieceBuffer[bytes] = PieceBuffer(1)
+    await buf.put(b"x")
+    blocked = asyncio.ensure_future(buf.put(b"y"))
+    reader_buf: PieceBuffer[bytes] = PieceBuffer(1)
+    reader = asyncio.ensure_future(reader_buf.get())
+    await asyncio.sleep(0)
+    buf.abort()
+    reader_buf.finish()
+    with pytest.raises(BufferClosed):
+        await blocked
+    assert await buf.get() is ABORTED
+    assert await reader is ENDED
