@@ -25,11 +25,12 @@ async def test_socket_activation_serves_on_inherited_sockets(short_tmp: Path) ->
     control.bind(str(short_tmp / "activated-control.sock"))
     control.listen()
     fds = {"plugin": plugin.fileno(), "control": control.fileno()}
+    assert min(fds.values()) > 4  # so moving them to 3 and 4 cannot clobber one with the other
     # Moves the sockets to fds 3 and 4, sets LISTEN_PID to its own pid and execs hostd
     # (the pid stays the same), as systemd does.
     wrapper = (
         "import os,sys\n"
-        f"p=os.dup({fds['plugin']}); c=os.dup({fds['control']}); os.dup2(p, 3); os.dup2(c, 4)\n"
+        f"os.dup2({fds['plugin']}, 3); os.dup2({fds['control']}, 4)\n"
         "os.environ['LISTEN_PID']=str(os.getpid())\n"
         "os.execv(sys.executable, sys.argv[1:])\n"
     )
