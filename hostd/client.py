@@ -32,7 +32,7 @@ class RpcError(Exception):
         super().__init__(f"{self.code}: {self.message}")
 
 
-class ConnectionClosed(Exception):
+class ConnectionClosed(ConnectionError):
     """hostd closed the connection before answering."""
 
 
@@ -104,8 +104,11 @@ class Client:
         await self.send_raw(orjson.dumps(message) + b"\n")
 
     async def send_raw(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
+        try:
+            self.writer.write(data)
+            await self.writer.drain()
+        except ConnectionError as e:
+            raise ConnectionClosed(f"hostd closed the connection: {e}") from e
 
     def expect(self, rid: Any) -> asyncio.Future[Any]:
         """A future for the answer to ``rid`` (for requests sent with :meth:`send`)."""
