@@ -35,6 +35,7 @@ from hostd.transports import (
     parse_unix_address,
     peer_credentials,
 )
+from hostd.upstream.credentials import CredentialStore
 from hostd.upstream.http_client import HttpUpstream
 
 
@@ -77,13 +78,8 @@ def _attach_optional_families(services: Services) -> None:
     else:
         if services.config.model.base_url:
             services.model = ModelBackend(services.config, services.logger)
-    try:
-        from hostd.upstream.credentials import CredentialStore
-    except ImportError:
-        pass
-    else:
-        if services.config.auth_dir:
-            services.auth = CredentialStore(services.config.auth_dir)
+    if services.config.auth_dir:
+        services.auth = CredentialStore(services.config.auth_dir)
 
 
 class Daemon:

@@ -13,6 +13,7 @@ from hostd.streams import Counters, StreamTable
 
 if TYPE_CHECKING:
     from hostd.rpc.session import Session
+    from hostd.upstream.credentials import CredentialStore
     from hostd.upstream.http_client import HttpUpstream
 
 
@@ -26,7 +27,7 @@ class Services:
     http: HttpUpstream
     # Filled by the families that need them; None means the family is turned off.
     model: Any = None
-    auth: Any = None
+    auth: CredentialStore | None = None
     sessions: dict[str, Session] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)
     session_seq: int = 0

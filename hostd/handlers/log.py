@@ -9,6 +9,8 @@ import msgspec
 from hostd.handlers.base import CallContext, host_method
 from hostd.logs import LEVEL_NAMES, LEVELS, REDACTED, is_secret_key, redact
 
+_EMPTY: dict[str, Any] = {}  # never mutated: encoded as the result {}
+
 
 class LogParams(msgspec.Struct, frozen=True, kw_only=True):
     level: str = ""
@@ -21,8 +23,8 @@ class LogParams(msgspec.Struct, frozen=True, kw_only=True):
 def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
     logger = ctx.services.logger
     level = LEVELS.get(params.level.strip().lower(), 10)
-    if not logger.enabled(level):
-        return {}
+    if level < logger.threshold:
+        return _EMPTY
     record: dict[str, Any] = {
         "ts": None,
         "level": LEVEL_NAMES[level],
@@ -37,7 +39,7 @@ def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
         if key and key not in record:
             record[key] = REDACTED if is_secret_key(key) else redact(value)
     logger.emit_record(record)
-    return {}
+    return _EMPTY
 
 
 METHODS = (host_log,)

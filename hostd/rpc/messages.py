@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import msgspec
-import orjson
 
 from hostd.errors import HostError, InvalidParams
 
@@ -43,30 +42,35 @@ S = TypeVar("S")
 
 
 class ParamsDecoder:
-    """Decodes one method's params into its struct with the spec's error texts."""
+    """Decodes one method's params into its struct with the spec's error texts.
 
-    __slots__ = ("_decoder", "_empty", "_what")
+    ``decode`` is msgspec's own bound method (no Python frame on the hot path); callers
+    pass absent params as ``empty()`` and map errors with :meth:`error`.
+    """
+
+    __slots__ = ("_empty", "_what", "decode")
 
     def __init__(self, struct: type[S], what: str) -> None:
-        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(struct)
+        decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(struct)
+        self.decode = decoder.decode
         self._what = what
-        self._empty = self._decoder.decode(b"{}") if _all_defaults(struct) else None
+        self._empty = decoder.decode(b"{}") if _all_defaults(struct) else None
 
-    def decode(self, raw: msgspec.Raw) -> Any:
-        data = bytes(raw)
-        if not data:
-            if self._empty is not None:
-                return self._empty
-            data = b"{}"
-        first = data.lstrip()[:1]
-        if first != b"{":
-            raise InvalidParams("params must be an object")
+    def empty(self) -> Any:
+        """The params of a request that sent none (absent params mean ``{}``)."""
+        return self._empty if self._empty is not None else self.decode_or_raise(b"{}")
+
+    def decode_or_raise(self, data: Any) -> Any:
         try:
-            return self._decoder.decode(data)
-        except msgspec.ValidationError as e:
-            raise InvalidParams(f"decode {self._what} request: {e}") from None
-        except msgspec.DecodeError as e:  # pragma: no cover - the envelope was valid JSON
-            raise InvalidParams(f"decode {self._what} request: {e}") from None
+            return self.decode(data)
+        except msgspec.DecodeError as e:
+            raise self.error(e) from None
+
+    def error(self, e: msgspec.DecodeError) -> InvalidParams:
+        text = str(e)
+        if text.startswith("Expected `object`, got") and " - at `" not in text:
+            return InvalidParams("params must be an object")
+        return InvalidParams(f"decode {self._what} request: {text}")
 
 
 def _all_defaults(struct: type[Any]) -> bool:
@@ -78,25 +82,52 @@ def _all_defaults(struct: type[Any]) -> bool:
 
 
 # Answers -------------------------------------------------------------------------------
+# Encoded with msgspec from small structs: measured faster than orjson on a dict per answer.
 
-_NL = b"\n"
+
+class _Result(msgspec.Struct, array_like=False):
+    jsonrpc: str
+    id: Any
+    result: Any
+
+
+class _Error(msgspec.Struct):
+    jsonrpc: str
+    id: Any
+    error: Any
+
+
+class _Request(msgspec.Struct):
+    jsonrpc: str
+    id: Any
+    method: str
+    params: Any
+
+
+class _Notification(msgspec.Struct):
+    jsonrpc: str
+    method: str
+    params: Any
+
+
+_encode = msgspec.json.Encoder().encode
 
 
 def encode_result(id_: RequestId | None, result: Any) -> bytes:
-    return orjson.dumps({"jsonrpc": "2.0", "id": id_, "result": result})
+    return _encode(_Result("2.0", id_, result))
 
 
 def encode_error(id_: RequestId | None, err: HostError) -> bytes:
-    return orjson.dumps({"jsonrpc": "2.0", "id": id_, "error": err.to_error()})
+    return _encode(_Error("2.0", id_, err.to_error()))
 
 
 def encode_request(id_: RequestId | None, method: str, params: Any) -> bytes:
     if id_ is None:
-        return orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params})
-    return orjson.dumps({"jsonrpc": "2.0", "id": id_, "method": method, "params": params})
+        return _encode(_Notification("2.0", method, params))
+    return _encode(_Request("2.0", id_, method, params))
 
 
-def fragment(raw: bytes) -> orjson.Fragment:
+def fragment(raw: bytes) -> msgspec.Raw:
     """Embed already-encoded JSON; raw newlines would break framing, so they become spaces.
 
     A newline can only appear between tokens of valid JSON (inside strings it is escaped),
@@ -104,4 +135,4 @@ def fragment(raw: bytes) -> orjson.Fragment:
     """
     if b"\n" in raw or b"\r" in raw:
         raw = raw.replace(b"\r", b" ").replace(b"\n", b" ")
-    return orjson.Fragment(raw)
+    return msgspec.Raw(raw)

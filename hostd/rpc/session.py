@@ -136,6 +136,8 @@ class Session:
         self._request_seq = itertools.count(1)
         self._last_drop_warning = 0.0
         self._early: list[bytes] = []
+        self._counters = services.counters
+        self._ctx = CallContext(self, services, None)  # shared by every call without a scope
         self.closing = False
         self.on_close: list[Callable[[Session], None]] = []
 
@@ -152,9 +154,17 @@ class Session:
         if self._tg is None:  # bytes that arrived before run() started
             self._early.append(data)
             return
+        decode = envelope_decoder.decode
         for line in self._framer.feed(data):
             if line is None:
                 self._write(encode_error(None, InvalidRequest("message too large")))
+            elif line[:1] == b"{":
+                try:  # the common case, inlined: one object per line, no stripping
+                    env = decode(line)
+                except msgspec.DecodeError:
+                    self._handle_line(line)  # the slow path words the error
+                else:
+                    self._dispatch(env, self._write, None)
             else:
                 self._handle_line(line)
         self._flush()
@@ -237,14 +247,15 @@ class Session:
     # Reading ------------------------------------------------------------------------
 
     def _handle_line(self, line: bytes) -> None:
-        stripped = line.strip()
-        if not stripped:
-            return
-        if stripped[:1] == b"[":
-            self._handle_batch(stripped)
-            return
+        if line[:1] != b"{":  # the common case needs no strip
+            line = line.strip()
+            if not line:
+                return
+            if line[:1] == b"[":
+                self._handle_batch(line)
+                return
         try:
-            env = envelope_decoder.decode(stripped)
+            env = envelope_decoder.decode(line)
         except msgspec.ValidationError as e:
             self._write(encode_error(None, InvalidRequest(f"invalid request: {e}")))
             return
@@ -275,10 +286,11 @@ class Session:
         batch.done_one()
 
     def _dispatch(self, env: Envelope, reply: Reply, batch: _Batch | None) -> None:
-        self.services.counters.calls += 1
+        self._counters.calls += 1
         method_name = env.method
-        if method_name is UNSET:
-            if env.id is not UNSET and (env.result or env.error):
+        id_ = env.id
+        if type(method_name) is not str:
+            if id_ is not UNSET and (env.result or env.error):
                 self._on_answer(env)
                 if batch is not None:
                     batch.done_one()
@@ -288,66 +300,69 @@ class Session:
         if env.jsonrpc != "2.0":
             self._fail(reply, batch, None, InvalidRequest('invalid request: jsonrpc must be "2.0"'))
             return
-        id_ = env.id
         if id_ is None:
             self._fail(reply, batch, None, InvalidRequest("invalid request: id must be a number or a string"))
             return
-        notify = id_ is UNSET
-        rid: RequestId | None = None if notify else id_  # type: ignore[assignment]
-        assert isinstance(method_name, str)
-        if method_name == CANCEL_METHOD:
-            self._cancel_request(env.params)
-            if not notify:
-                reply(encode_result(rid, {}))
-            if batch is not None:
-                batch.done_one()
-            return
+        rid: RequestId | None = None if id_ is UNSET else id_
+        answer = reply if rid is not None else None
         method = self.methods.get(method_name)
         if method is None:
+            if method_name == CANCEL_METHOD:
+                self._cancel_request(env.params)
+                if answer is not None:
+                    answer(encode_result(rid, {}))
+                if batch is not None:
+                    batch.done_one()
+                return
             if method_name.startswith("host."):
                 err: HostError = MethodNotFound(f"unsupported host callback {method_name}")
             else:
                 err = MethodNotFound(f"method not found: {method_name}")
-            self._fail(reply if not notify else None, batch, rid, err)
+            self._fail(answer, batch, rid, err)
             return
-        if self.in_flight >= self.max_in_flight and not method.inline:
-            if notify:
-                self._drop_notification(method_name)
-                if batch is not None:
-                    batch.done_one()
-                return
-            self._fail(reply, batch, rid, LimitExceeded(f"too many in-flight calls (max {self.max_in_flight})"))
-            return
+        raw = env.params
         try:
-            params = method.decoder.decode(env.params)
-            scope = None
+            params = method.decoder.decode(raw) if raw else method.decoder.empty()
             callback_id = getattr(params, "host_callback_id", None)
-            if callback_id:
-                scope = self.services.scopes.lookup(callback_id, self.id)
-        except HostError as e:
-            self._fail(reply if not notify else None, batch, rid, e)
+            ctx = self._ctx if not callback_id else self._scoped_context(callback_id)
+        except msgspec.DecodeError as e:
+            self._fail(answer, batch, rid, method.decoder.error(e))
             return
-        ctx = CallContext(self, self.services, scope)
+        except HostError as e:
+            self._fail(answer, batch, rid, e)
+            return
         if method.inline:
             try:
                 out = encode_result(rid, method.fn(ctx, params))
             except HostError as e:
-                self.services.counters.errors += 1
+                self._counters.errors += 1
                 out = encode_error(rid, e)
             except Exception as e:  # a bug: answer, log, keep serving
                 out = self._internal_error(rid, method_name, e)
-            if not notify:
-                reply(out)
+            if answer is not None:
+                answer(out)
             if batch is not None:
                 batch.done_one()
+            return
+        if self.in_flight >= self.max_in_flight:
+            if answer is None:
+                self._drop_notification(method_name)
+                if batch is not None:
+                    batch.done_one()
+                return
+            self._fail(answer, batch, rid, LimitExceeded(f"too many in-flight calls (max {self.max_in_flight})"))
             return
         self.in_flight += 1
         self._idle.clear()
         assert self._tg is not None
-        task = self._tg.create_task(self._run(method, ctx, params, rid, reply if not notify else None, batch))
+        task = self._tg.create_task(self._run(method, ctx, params, rid, answer, batch))
         self._tasks.add(task)
         if rid is not None:
             self._calls[rid] = task
+
+    def _scoped_context(self, callback_id: str) -> CallContext:
+        scope = self.services.scopes.lookup(callback_id, self.id)
+        return CallContext(self, self.services, scope) if scope is not None else self._ctx
 
     async def _run(
         self,
@@ -364,7 +379,7 @@ class Session:
         try:
             out = encode_result(rid, await method.fn(ctx, params))
         except HostError as e:
-            self.services.counters.errors += 1
+            self._counters.errors += 1
             out = encode_error(rid, e)
         except asyncio.CancelledError:
             if task in self._cancel_requested and task.uncancel() == 0:
@@ -387,14 +402,14 @@ class Session:
             batch.done_one()
 
     def _fail(self, reply: Reply | None, batch: _Batch | None, rid: RequestId | None, err: HostError) -> None:
-        self.services.counters.errors += 1
+        self._counters.errors += 1
         if reply is not None:
             reply(encode_error(rid, err))
         if batch is not None:
             batch.done_one()
 
     def _internal_error(self, rid: RequestId | None, method: str, e: Exception) -> bytes:
-        self.services.counters.errors += 1
+        self._counters.errors += 1
         self.services.logger.error("handler failed", method=method, session=self.id, error=f"{type(e).__name__}: {e}")
         return encode_error(rid, HostCallFailed(f"internal error in {method}: {type(e).__name__}"))
 
