@@ -94,8 +94,13 @@ async def http_do(ctx: CallContext, params: HttpParams) -> dict[str, Any]:
 async def http_do_stream(ctx: CallContext, params: HttpParams) -> dict[str, Any]:
     table = ctx.services.streams
     stream = table.open("http", ctx.session)
+    timeout = ctx.services.config.http.timeout_s
     try:
-        sent = await _send(ctx, params)
+        async with asyncio.timeout(timeout):  # for the headers; the body has the idle reaper
+            sent = await _send(ctx, params)
+    except TimeoutError:
+        table.close(stream, "request failed")
+        raise HostCallFailed(f"execute host http request: timeout after {timeout:g}s") from None
     except BaseException:
         table.close(stream, "request failed")
         raise
