@@ -1,0 +1,260 @@
+"""The results as Markdown tables (printed, and pasted into docs/performance.md) and the targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MiB = 1024 * 1024
+
+
+def _n(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def _x(value: float) -> str:
+    return f"{value:.2f}x"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
+    return lines
+
+
+def _calls(data: dict[str, Any]) -> list[str]:
+    rows: list[list[str]] = []
+    for key, figures in data["servers"].items():
+        parts = key.split("/")
+        name = parts[0] if parts[0] == "floor" else ("hostd, log written" if len(parts) > 2 else "hostd")
+        serial, pipe = figures["serial"], figures["pipeline"]
+        ratio = data["ratios"].get(key)
+        rows.append(
+            [
+                name,
+                parts[1],
+                _n(serial["p50_us"], 1),
+                _n(serial["p99_us"], 1),
+                _n(serial["calls_per_s"]),
+                _n(pipe["calls_per_s"]),
+                _x(ratio["serial_p50_vs_floor"]) if ratio else "1.00x",
+                _x(ratio["pipeline_vs_floor"]) if ratio else "1.00x",
+            ]
+        )
+    head = [
+        "server",
+        "loop",
+        "serial p50 µs",
+        "serial p99 µs",
+        "serial calls/s",
+        f"pipelined calls/s ({data['depth']} in flight)",
+        "p50 vs floor",
+        "pipelined vs floor",
+    ]
+    return [
+        "### Calls: host.log round trip, Unix socket, C load client",
+        "",
+        *_table(head, rows),
+        "",
+        "`host.log` at level debug; hostd at `--log-level info` filters it, `log written` runs at "
+        "`--log-level debug` with stderr on /dev/null. Ratios against the floor on the same loop.",
+    ]
+
+
+def _peer(data: dict[str, Any]) -> list[str]:
+    mcp = data["mcp"]
+    conc = data["concurrency"]
+    rows = [
+        [
+            "MCP SDK",
+            "mcp.Client",
+            "ping",
+            _n(mcp["ping_serial"]["calls_per_s"]),
+            _n(mcp["ping_serial"]["p50_us"], 1),
+            _n(mcp["ping_concurrent"]["calls_per_s"]),
+            "1.00x",
+            "1.00x",
+        ],
+        [
+            "MCP SDK",
+            "mcp.Client",
+            "tools/call echo",
+            _n(mcp["tool_serial"]["calls_per_s"]),
+            _n(mcp["tool_serial"]["p50_us"], 1),
+            _n(mcp["tool_concurrent"]["calls_per_s"]),
+            "",
+            "",
+        ],
+    ]
+    py = data["hostd_python_client"]
+    ratios = data["ratios"]
+    rows.append(
+        [
+            f"hostd ({data['hostd_loop']})",
+            "hostd.client (Python)",
+            "host.log",
+            _n(py["serial"]["calls_per_s"]),
+            _n(py["serial"]["p50_us"], 1),
+            _n(py["concurrent"]["calls_per_s"]),
+            _x(ratios["python_client_serial_vs_mcp"]),
+            _x(ratios["python_client_concurrent_vs_mcp"]),
+        ]
+    )
+    c = data["hostd_c_client"]
+    rows.append(
+        [
+            f"hostd ({data['hostd_loop']})",
+            "C load client",
+            "host.log",
+            _n(c["serial"]["calls_per_s"]),
+            _n(c["serial"]["p50_us"], 1),
+            _n(c["pipeline"]["calls_per_s"]) + " (pipelined)",
+            _x(ratios["c_client_serial_vs_mcp"]),
+            _x(ratios["c_client_pipeline_vs_mcp"]),
+        ]
+    )
+    head = [
+        "server (stdio)",
+        "client",
+        "request",
+        "serial calls/s",
+        "serial p50 µs",
+        f"concurrent calls/s ({conc})",
+        "serial vs MCP ping",
+        "concurrent vs MCP ping",
+    ]
+    return ["### Peer: MCP Python SDK vs hostd, both over stdio", "", *_table(head, rows)]
+
+
+def _relay(data: dict[str, Any]) -> list[str]:
+    depth = data["depth"]
+    rows = []
+    for loop, f in data["loops"].items():
+        rows.append(
+            [
+                loop,
+                _n(f["direct_httpx"]["mb_per_s"]),
+                _n(f["hostd_depth1"]["mb_per_s"]),
+                _x(f["ratios"]["hostd_depth1_vs_direct"]),
+                _n(f[f"hostd_depth{depth}"]["mb_per_s"]),
+                _x(f["ratios"][f"hostd_depth{depth}_vs_direct"]),
+            ]
+        )
+    head = [
+        "loop",
+        "direct httpx MB/s",
+        "hostd, 1 read in flight MB/s",
+        "vs direct",
+        f"hostd, {depth} reads in flight MB/s",
+        "vs direct",
+    ]
+    return [
+        f"### Stream relay: {data['bytes'] // MiB} MiB via host.http.do_stream + stream_read (base64) vs httpx",
+        "",
+        *_table(head, rows),
+    ]
+
+
+def _model(data: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            _n(data["events"]),
+            _n(data["direct_events_per_s"]),
+            _n(data["hostd_events_per_s"]),
+            _x(data["ratio"]),
+        ]
+    ]
+    head = ["events", "direct httpx events/s", "hostd events/s", "vs direct"]
+    return ["### Model stream relay: host.model.execute_stream + stream_read (SSE)", "", *_table(head, rows)]
+
+
+def _scale(data: dict[str, Any]) -> list[str]:
+    left = data.get("hostd_status_streams_left")
+    rows = [
+        [
+            _n(data["streams"]),
+            str(data["connections"]),
+            _n(data["opens_per_s"]),
+            _n(data["rss_before_bytes"] / MiB, 1),
+            _n(data["rss_open_bytes"] / MiB, 1),
+            _n(data["rss_per_stream_bytes"] / 1024, 1),
+            _n(data["projected_rss_10k_bytes"] / MiB, 1),
+            _n(data["close_all_s"] * 1000, 0),
+            "n/a" if left is None else str(left),
+        ]
+    ]
+    head = [
+        "streams",
+        "connections",
+        "opens/s",
+        "RSS before MiB",
+        "RSS open MiB",
+        "KiB per stream",
+        "RSS at 10k MiB (projected)",
+        "disconnect → all dropped ms",
+        "streams left (hostd.status)",
+    ]
+    return [f"### Scale: open HTTP streams held by one hostd ({data['loop']})", "", *_table(head, rows)]
+
+
+RENDER = {"calls": _calls, "peer": _peer, "relay": _relay, "model": _model, "scale": _scale}
+
+
+def targets(sections: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of issue 6 with the figure measured in this run."""
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: float, goal: str, met: bool, shown: str) -> None:
+        out.append({"target": name, "value": value, "shown": shown, "goal": goal, "met": met})
+
+    calls = sections.get("calls", {})
+    for key, r in calls.get("ratios", {}).items():
+        if key.endswith("log-written"):
+            continue
+        loop = key.split("/")[1]
+        v = r["serial_p50_vs_floor"]
+        add(f"serial host.log p50 vs floor ({loop})", v, "≤ 1.5x", v <= 1.5, _x(v))
+        v = r["pipeline_vs_floor"]
+        add(f"pipelined host.log calls/s vs floor ({loop})", v, "≥ 0.5x", v >= 0.5, _x(v))
+    peer = sections.get("peer", {})
+    if "ratios" in peer:
+        v = peer["ratios"]["python_client_concurrent_vs_mcp"]
+        add("concurrent calls/s vs MCP SDK (each with its own client)", v, "≥ 20x", v >= 20, _x(v))
+        v = peer["ratios"]["python_client_serial_vs_mcp"]
+        add("serial calls/s vs MCP SDK (each with its own client)", v, "≥ 5x", v >= 5, _x(v))
+    relay = sections.get("relay", {})
+    for loop, f in relay.get("loops", {}).items():
+        v = max(f["ratios"].values())
+        add(f"stream relay vs direct httpx ({loop}, best depth)", v, "≥ 0.5x", v >= 0.5, _x(v))
+    scale = sections.get("scale", {})
+    if "rss_open_bytes" in scale:
+        measured = scale["streams"] >= 10_000
+        v = scale["rss_open_bytes"] if measured else scale["projected_rss_10k_bytes"]
+        label = "RSS with 10,000 open streams" + ("" if measured else " (projected from a smaller run)")
+        add(label, v, "< 256 MiB", v < 256 * MiB, f"{v / MiB:.1f} MiB")
+        v = scale["close_all_s"]
+        add(f"all {scale['streams']:,} streams dropped after disconnect", v, "< 1 s", v < 1.0, f"{v * 1000:.0f} ms")
+    return out
+
+
+def render(results: dict[str, Any]) -> str:
+    lines: list[str] = []
+    m = results["machine"]
+    lines += [
+        f"## Results ({results['settings']['name']} run, {results['started']})",
+        "",
+        f"Machine: {m['cpus']} x {m['cpu']}, {m['memory_bytes'] / 2**30:.1f} GiB RAM, Linux {m['kernel']}, "
+        f"{m['implementation']} {m['python']}; load average at start {m['load_avg_at_start'][0]:.2f}. "
+        "Each figure is the best of the runs made (the machine is shared; noise only slows a run down).",
+        "",
+    ]
+    for name, data in results["sections"].items():
+        if "error" in data:
+            lines += [f"### {name}", "", f"**{data['error']}**", ""]
+            continue
+        lines += [*RENDER[name](data), ""]
+    rows = [[t["target"], t["shown"], t["goal"], "met" if t["met"] else "**missed**"] for t in results["targets"]]
+    if rows:
+        lines += ["### Targets (ratios from this run)", "", *_table(["target", "measured", "goal", ""], rows), ""]
+    return "\n".join(lines)
