@@ -478,7 +478,8 @@ class Session:
             async with asyncio.timeout(timeout_s):
                 return await fut
         except (TimeoutError, asyncio.CancelledError):
-            if not fut.done() and not self._lost:
+            # Cancelling the await cancels ``fut`` too: only an answered call needs no cancel.
+            if (fut.cancelled() or not fut.done()) and not self._lost:
                 self._write(encode_request(None, CANCEL_METHOD, {"id": rid}))
             raise
         finally:
