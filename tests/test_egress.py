@@ -3,6 +3,7 @@ loopback up, so even a request the policy failed to refuse could not leave the m
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -110,3 +111,44 @@ def test_policy_reasons() -> None:
     for address in ("127.0.0.1", "::1", "10.0.0.1", "172.16.0.1", "192.168.1.1", "100.64.0.1", "fd00::1"):
         assert strict.reason(ipaddress.ip_address(address)) == "private address", address
     assert strict.reason(ipaddress.ip_address("8.8.8.8")) is None
+
+
+async def test_through_an_upstream_proxy_literal_addresses_are_still_checked(short_tmp: Path) -> None:
+    """With ``http.proxy`` set, requests go to the proxy (here a tiny one inside the namespace)."""
+    import subprocess
+    import sys
+
+    proxy = (
+        "import http.server\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        body=('proxied '+self.path).encode()\n"
+        "        self.send_response(200); self.send_header('Content-Length',str(len(body))); self.end_headers()\n"
+        "        self.wfile.write(body)\n"
+        "    def log_message(self,*a): pass\n"
+        "s=http.server.HTTPServer(('127.0.0.1',0),H); print(s.server_port,flush=True); s.serve_forever()\n"
+    )
+    # One namespace for both: the proxy starts first, hostd joins it with nsenter.
+    holder = subprocess.Popen(
+        ["unshare", "--net", "--", "sh", "-c", f'ip link set lo up && exec "{sys.executable}" -c "$0"', proxy],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        port = int(holder.stdout.readline())
+        config = short_tmp / "hostd.toml"
+        config.write_text(f'[http]\nproxy = "http://127.0.0.1:{port}"\n')
+        prefix = ["nsenter", "-t", str(holder.pid), "-n", "--"]
+        async with running_hostd(short_tmp, "--config", str(config), prefix=prefix) as hp, await hp.connect() as c:
+            ok = await c.call("host.http.do", {"url": "http://127.0.0.1:9/via-proxy"}, timeout=10)
+            assert ok["StatusCode"] == 200
+            assert base64.b64decode(ok["Body"]) == b"proxied http://127.0.0.1:9/via-proxy"
+            with pytest.raises(RpcError) as e:
+                await c.call("host.http.do", {"url": "http://169.254.169.254/"}, timeout=10)
+            assert e.value.code == -32002
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
