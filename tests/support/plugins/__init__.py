@@ -1,0 +1,89 @@
+"""Real plugin processes for tests: started against a hostd socket, or under ``hostd run``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from hostd.client import MAX_LINE
+from tests.support.hostd_proc import HOSTD, HostdProcess
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[2]
+SCRIPTED = HERE / "scripted.py"
+EXECUTOR = REPO / "plugins" / "python" / "examples" / "executor.py"
+
+
+@dataclass
+class PluginProcess:
+    proc: asyncio.subprocess.Process
+    pid: int
+
+    async def wait(self, timeout: float = 10.0) -> int:
+        async with asyncio.timeout(timeout):
+            return await self.proc.wait()
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+        await self.wait()
+
+
+async def start_plugin(hp: HostdProcess, *args: str) -> PluginProcess:
+    """Start tests/support/plugins/scripted.py on hostd's plugin socket; returns once it said hello."""
+    env = {**os.environ, "HOSTD_SOCKET": f"unix:{hp.socket}"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(SCRIPTED), *args, stdout=asyncio.subprocess.PIPE, env=env
+    )
+    assert proc.stdout is not None
+    async with asyncio.timeout(20):
+        line = await proc.stdout.readline()
+    if not line.startswith(b"READY "):
+        proc.kill()
+        await proc.wait()
+        raise RuntimeError(f"plugin did not start: {line!r}")
+    return PluginProcess(proc, int(line.split()[1]))
+
+
+@contextlib.asynccontextmanager
+async def plugin_process(hp: HostdProcess, *args: str) -> AsyncIterator[PluginProcess]:
+    plugin = await start_plugin(hp, *args)
+    try:
+        yield plugin
+    finally:
+        await plugin.kill()
+
+
+async def start_run(tmp: Path, *args: str, cmd: list[str], ready: str = '"hello plugin"') -> HostdProcess:
+    """Start ``hostd run [args] -- CMD`` with a control socket; returns once ``ready`` is logged."""
+    control = str(tmp / "control.sock")
+    argv = [*HOSTD, "run", "--log-level", "debug", "--control", f"unix:{control}"]
+    argv += ["--auth-dir", "", "--model-base-url", "", *args, "--", *cmd]
+    env = {k: v for k, v in os.environ.items() if k not in ("HOSTD_CONFIG", "HOSTD_SOCKET")}
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        limit=MAX_LINE,
+    )
+    hp = HostdProcess(proc, None, control)
+    hp._stderr_task = asyncio.create_task(hp._read_stderr())
+    try:
+        await hp.wait_log(ready, timeout=20)
+    except (TimeoutError, RuntimeError):
+        await hp.stop(signal.SIGKILL)
+        raise RuntimeError("hostd run did not start:\n" + "\n".join(hp.stderr_lines)) from None
+    return hp
+
+
+def scripted(*args: str) -> list[str]:
+    return [sys.executable, str(SCRIPTED), *args]
