@@ -1,0 +1,351 @@
+"""``hostd run``: spawn one plugin and serve it on its stdin/stdout, as the proxy runs each plugin.
+
+The plugin's session is the daemon's ordinary stdio session (:class:`hostd.server.Daemon`),
+pointed at the child's pipes: ``hostd run`` never uses its own stdin/stdout, so before the
+daemon starts the pipes are put on fds 0 and 1, and once the session has taken its
+duplicates, /dev/null goes back there (so closing the session's side is the child's EOF).
+The control socket and every other serve option work as for ``hostd serve``.
+
+Lifetimes, both ways:
+- the child is forked from the main thread (``PR_SET_PDEATHSIG`` fires when the *forking
+  thread* dies) into its own process group, and gets SIGKILL the moment hostd dies, however
+  it dies; stdin EOF tells it too;
+- the child exiting ends the session, and hostd exits with the child's status (128+N for
+  signal N);
+- SIGTERM/SIGINT to hostd: the child's process group gets SIGTERM, then SIGKILL after
+  ``shutdown_grace_s``. When the session ends by itself (the child closed its stdout), the
+  child first gets that long to exit on its own.
+
+The child's stderr becomes hostd log lines tagged with the plugin's name. Nothing here may
+leave the child running when ``run_plugin`` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from hostd.config import Config
+from hostd.logs import Logger, configure
+from hostd.rpc.session import Session
+from hostd.server import Daemon, StartupError, raise_nofile_limit
+
+PR_SET_PDEATHSIG = 1
+EXIT_DRAIN_S = 1.0  # after the child exits, how long its stdout may stay open (a grandchild holds it)
+STDERR_DRAIN_S = 1.0
+MAX_STDERR_LINE = 64 * 1024
+
+
+def run_plugin(config: Config, cmd: list[str]) -> int:
+    """Run ``cmd`` as the plugin of one stdio session; returns hostd's exit code."""
+    if config.listen != "stdio":
+        print("hostd run: the plugin is served on its stdio; --listen is not supported here", file=sys.stderr)
+        return 2
+    from hostd.cli import run_daemon  # the same event loop choice as `hostd serve`
+
+    logger = configure(config.log_level)
+    raise_nofile_limit()
+    try:
+        return run_daemon(config, lambda: PluginRunner(config, logger, cmd).run())
+    finally:
+        logger.flush()
+
+
+def exit_code(returncode: int) -> int:
+    """A child's status as a shell reports it: its exit code, or 128+N for signal N."""
+    return returncode if returncode >= 0 else 128 - returncode
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+class PluginRunner:
+    def __init__(self, config: Config, logger: Logger, cmd: list[str]) -> None:
+        self.config = config
+        self.logger = logger
+        self.cmd = cmd
+        self.session: Session | None = None
+        self.child: subprocess.Popen[bytes] | None = None
+        self.spawn_error: int | None = None
+        self._exited: asyncio.Future[None] | None = None
+        self._stderr: _StderrLines | None = None
+        self._stderr_transport: asyncio.BaseTransport | None = None
+        self._pipes: dict[str, int] = {}
+        self._session_ended = asyncio.Event()
+
+    # Whole run ----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._exited = loop.create_future()
+        daemon = Daemon(self.config, self.logger)
+        await self._wire_pipes()
+        daemon_task = asyncio.create_task(daemon.run(stdio_session=self._on_session), name="daemon")
+        stop = asyncio.create_task(daemon.shutdown.wait(), name="stop-signal")
+        terminating: asyncio.Task[None] | None = None
+        try:
+            try:
+                waits: set[asyncio.Future[Any]] = {daemon_task, stop, self._exited}
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if self._exited.done() and not daemon_task.done():
+                    await self._end_session_after_exit(daemon_task)
+                elif stop.done() and not self._session_ended.is_set() and self.child is not None:
+                    # A stop signal (the session has not ended first): ask the plugin to stop
+                    # while its session drains.
+                    terminating = asyncio.create_task(self._terminate(wait_first=False), name="terminate")
+                await daemon_task
+            finally:
+                stop.cancel()
+                if not daemon_task.done():  # only when we are cancelled ourselves
+                    daemon_task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await daemon_task
+                self._close_pipes()
+        except StartupError as e:
+            self.logger.error("cannot start", error=str(e))
+            print(f"hostd: {e}", file=sys.stderr)
+            return 1
+        finally:
+            if terminating is not None:
+                await terminating
+            else:
+                await self._terminate(wait_first=True)
+        if self.spawn_error is not None:
+            return self.spawn_error
+        assert self.child is not None and self.child.returncode is not None
+        return exit_code(self.child.returncode)
+
+    async def _wire_pipes(self) -> None:
+        """Put the child's stdio pipes where the daemon's stdio session will look (fds 0 and 1)
+        and start reading its stderr."""
+        _ensure_std_fds()  # else os.pipe() could hand out fd 0 or 1 and dup2 would clobber it
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        err_r, err_w = os.pipe()
+        os.dup2(from_child_r, 0)
+        os.dup2(to_child_w, 1)
+        os.close(from_child_r)
+        os.close(to_child_w)
+        self._pipes = {"stdin": to_child_r, "stdout": from_child_w, "stderr": err_w}
+        stderr = self._stderr = _StderrLines(self)
+        loop = asyncio.get_running_loop()
+        self._stderr_transport, _ = await loop.connect_read_pipe(lambda: stderr, os.fdopen(err_r, "rb", buffering=0))
+
+    def _close_pipes(self) -> None:
+        for fd in self._pipes.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._pipes.clear()
+        if self._stderr_transport is not None:
+            self._stderr_transport.close()
+
+    # Starting the child (called by the daemon once its stdio session is attached) ------------
+
+    def _on_session(self, session: Session) -> None:
+        self.session = session
+        # The session holds its own duplicates of fds 0 and 1 now: release ours, or the
+        # child would never see EOF on its stdin when the session closes its side.
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.close(null)
+        env = dict(os.environ)
+        env.pop("HOSTD_SOCKET", None)  # the plugin's channel is its stdio, not a socket
+        prctl = _load_prctl()
+        parent = os.getpid()
+        try:
+            self.child = subprocess.Popen(
+                self.cmd,
+                stdin=self._pipes["stdin"],
+                stdout=self._pipes["stdout"],
+                stderr=self._pipes["stderr"],
+                env=env,
+                close_fds=True,
+                process_group=0,
+                preexec_fn=lambda: _child_setup(prctl, parent),
+            )
+        except OSError as e:
+            self.spawn_error = 127 if isinstance(e, FileNotFoundError) else 126
+            self.logger.error("cannot start plugin", cmd=self.cmd, error=str(e))
+            session.eof()
+            return
+        finally:
+            for name in ("stdin", "stdout", "stderr"):
+                os.close(self._pipes.pop(name))
+        session.peer_pid, session.peer_uid = self.child.pid, os.getuid()
+        session.on_close.append(lambda _s: self._session_ended.set())
+        self.logger.info("plugin started", plugin=session.plugin_id, session=session.id, pid=self.child.pid)
+        self._watch_exit(self.child.pid)
+
+    # Watching the child ----------------------------------------------------------------------
+
+    def _watch_exit(self, pid: int) -> None:
+        """Resolve ``_exited`` when the child exits, without reaping it (its pid stays its group's)."""
+        loop = asyncio.get_running_loop()
+        exited = self._exited
+        assert exited is not None
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # old kernel: a thread waits instead
+            threading.Thread(target=self._wait_thread, args=(pid, loop), name="hostd-child", daemon=True).start()
+            return
+
+        def readable() -> None:
+            if _has_exited(pid):
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
+                if not exited.done():
+                    exited.set_result(None)
+
+        loop.add_reader(pidfd, readable)
+
+    def _wait_thread(self, pid: int, loop: asyncio.AbstractEventLoop) -> None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            loop.call_soon_threadsafe(self._set_exited)
+
+    def _set_exited(self) -> None:
+        if self._exited is not None and not self._exited.done():
+            self._exited.set_result(None)
+
+    async def _end_session_after_exit(self, daemon_task: asyncio.Task[int]) -> None:
+        """The child exited: its stdout's EOF ends the session, unless a grandchild holds it open."""
+        done, _ = await asyncio.wait({daemon_task}, timeout=EXIT_DRAIN_S)
+        if not done and self.session is not None:
+            self.session.eof()
+
+    def log_stderr(self, line: bytes) -> None:
+        text = line.decode("utf-8", errors="replace").rstrip("\r")
+        if not text.strip():
+            return
+        session = self.session
+        child = self.child
+        self.logger.info(
+            text,
+            plugin=session.plugin_id if session is not None else None,
+            session=session.id if session is not None else None,
+            pid=child.pid if child is not None else None,
+            source="stderr",
+        )
+
+    # Stopping the child ---------------------------------------------------------------------
+
+    async def _terminate(self, *, wait_first: bool) -> None:
+        """End the child (its process group: SIGTERM, then SIGKILL after the grace), then reap it."""
+        child, exited = self.child, self._exited
+        if child is None or exited is None:
+            return
+        grace = self.config.shutdown_grace_s
+        if wait_first and not exited.done():
+            # The session ended on its own and the child has seen EOF on its stdin.
+            await _wait_for(exited, grace)
+        self._signal_group(child.pid, signal.SIGTERM)
+        if not exited.done() and not await _wait_for(exited, grace):
+            self.logger.warn("plugin did not stop in time; killing it", pid=child.pid, grace_s=grace)
+            self._signal_group(child.pid, signal.SIGKILL)
+            await exited
+        returncode = child.wait()  # it has exited: this only reaps it
+        if self._stderr is not None:
+            await _wait_for(self._stderr.closed, STDERR_DRAIN_S)
+        self.logger.info(
+            "plugin exited",
+            plugin=self.session.plugin_id if self.session is not None else None,
+            pid=child.pid,
+            code=exit_code(returncode),
+            signal=_signal_name(-returncode) if returncode < 0 else None,
+        )
+
+    def _signal_group(self, pgid: int, sig: int) -> None:
+        # The child is not reaped yet, so its pid is still its group's id and cannot be reused.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+
+
+def _child_setup(prctl: Callable[..., int] | None, parent: int) -> None:
+    """Runs in the child between fork and exec: die with hostd, whichever way hostd dies."""
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # hostd died before the line above took effect
+        os._exit(1)
+
+
+def _ensure_std_fds() -> None:
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _has_exited(pid: int) -> bool:
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None
+    except ChildProcessError:
+        return True
+
+
+async def _wait_for(fut: asyncio.Future[Any] | asyncio.Event, timeout: float) -> bool:
+    """True when ``fut`` finished (or ``event`` was set) within ``timeout`` seconds."""
+    waiter: Any = fut.wait() if isinstance(fut, asyncio.Event) else asyncio.shield(fut)
+    try:
+        async with asyncio.timeout(timeout):
+            await waiter
+    except TimeoutError:
+        return False
+    return True
+
+
+class _StderrLines(asyncio.Protocol):
+    """The child's stderr, split into lines (at most 64 KiB each) for the log."""
+
+    def __init__(self, runner: PluginRunner) -> None:
+        self.runner = runner
+        self.buffer = bytearray()
+        self.closed = asyncio.Event()
+
+    def data_received(self, data: bytes) -> None:
+        start = len(self.buffer)
+        self.buffer += data
+        while (i := self.buffer.find(b"\n", start)) >= 0:
+            self.runner.log_stderr(bytes(self.buffer[:i]))
+            del self.buffer[: i + 1]
+            start = 0
+        while len(self.buffer) > MAX_STDERR_LINE:
+            self.runner.log_stderr(bytes(self.buffer[:MAX_STDERR_LINE]))
+            del self.buffer[:MAX_STDERR_LINE]
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.buffer:
+            self.runner.log_stderr(bytes(self.buffer))
+            self.buffer.clear()
+        self.closed.set()
