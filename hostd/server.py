@@ -37,6 +37,7 @@ from hostd.transports import (
 )
 from hostd.upstream.credentials import CredentialStore
 from hostd.upstream.http_client import HttpUpstream
+from hostd.upstream.model_backend import ModelBackend
 
 
 def raise_nofile_limit() -> None:
@@ -71,13 +72,8 @@ def build_services(config: Config, logger: Logger) -> Services:
 
 def _attach_optional_families(services: Services) -> None:
     """Model backend and credential store, when their modules and configuration exist."""
-    try:
-        from hostd.upstream.model_backend import ModelBackend
-    except ImportError:
-        pass
-    else:
-        if services.config.model.base_url:
-            services.model = ModelBackend(services.config, services.logger)
+    if services.config.model.base_url:
+        services.model = ModelBackend(services.config, services.logger)
     if services.config.auth_dir:
         services.auth = CredentialStore(services.config.auth_dir)
 

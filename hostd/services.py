@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from hostd.config import Config
 from hostd.logs import Logger
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from hostd.rpc.session import Session
     from hostd.upstream.credentials import CredentialStore
     from hostd.upstream.http_client import HttpUpstream
+    from hostd.upstream.model_backend import ModelBackend
 
 
 @dataclass(eq=False)
@@ -26,7 +27,7 @@ class Services:
     counters: Counters
     http: HttpUpstream
     # Filled by the families that need them; None means the family is turned off.
-    model: Any = None
+    model: ModelBackend | None = None
     auth: CredentialStore | None = None
     sessions: dict[str, Session] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)

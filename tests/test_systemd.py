@@ -16,7 +16,6 @@ from tests.support.hostd_proc import HOSTD, running_hostd
 pytestmark = pytest.mark.anyio
 
 
-
 async def test_socket_activation_serves_on_inherited_sockets(short_tmp: Path) -> None:
     plugin = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     plugin.bind(str(short_tmp / "activated.sock"))

@@ -35,7 +35,7 @@ class HostdProcess:
 
     def stdio_client(self) -> Client:
         assert self.proc.stdout is not None and self.proc.stdin is not None
-        return Client(self.proc.stdout, self.proc.stdin)  # type: ignore[arg-type]
+        return Client(self.proc.stdout, self.proc.stdin)
 
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         if self.proc.returncode is None:
