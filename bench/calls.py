@@ -19,6 +19,7 @@ from bench.common import (
     PY,
     Settings,
     best,
+    cpu_seconds,
     has_module,
     hostd_argv,
     loadgen,
@@ -46,8 +47,9 @@ def _serial(socket_path: str, settings: Settings, warmup: int) -> dict[str, Any]
     )
 
 
-def _pipeline(socket_path: str, settings: Settings) -> dict[str, Any]:
-    return loadgen(
+def _pipeline(socket_path: str, settings: Settings, pid: int) -> dict[str, Any]:
+    cpu = cpu_seconds(pid)
+    result = loadgen(
         ["--unix", socket_path],
         "--mode",
         "pipeline",
@@ -60,6 +62,9 @@ def _pipeline(socket_path: str, settings: Settings) -> dict[str, Any]:
         "--body",
         LOG_BODY,
     )
+    # The server's own CPU time per call: what the call costs it, whatever else the machine runs.
+    result["server_cpu_us_per_call"] = (cpu_seconds(pid) - cpu) / settings.pipeline_calls * 1e6
+    return result
 
 
 def run(settings: Settings) -> dict[str, Any]:
@@ -67,17 +72,21 @@ def run(settings: Settings) -> dict[str, Any]:
     load from elsewhere on the machine hits every server alike, and the best run counts."""
     with short_tmpdir() as tmp, contextlib.ExitStack() as stack:
         sockets: dict[str, str] = {}
+        pids: dict[str, int] = {}
         started: list[tuple[subprocess.Popen[bytes], Path]] = []
         for loop in loops():
             sock = tmp / f"floor-{loop}.sock"
             argv = [PY, "-m", "bench.floor", "--listen", str(sock), "--loop", loop]
             started.append((stack.enter_context(running(argv)), sock))
             sockets[f"floor/{loop}"] = str(sock)
+            pids[f"floor/{loop}"] = started[-1][0].pid
             for written in (False, True):
                 sock = tmp / f"hostd-{loop}-{int(written)}.sock"
                 argv = hostd_argv(listen=f"unix:{sock}", loop=loop, log_level="debug" if written else "info")
                 started.append((stack.enter_context(running(argv)), sock))
-                sockets[f"hostd/{loop}" + ("/log-written" if written else "")] = str(sock)
+                key = f"hostd/{loop}" + ("/log-written" if written else "")
+                sockets[key] = str(sock)
+                pids[key] = started[-1][0].pid
         for proc, sock in started:  # started together, waited for together
             wait_for_socket(sock, proc)
         serial_runs: dict[str, list[dict[str, Any]]] = {key: [] for key in sockets}
@@ -86,12 +95,13 @@ def run(settings: Settings) -> dict[str, Any]:
             for key, sock_path in sockets.items():
                 warmup = settings.warmup if i == 0 else settings.warmup // 4
                 serial_runs[key].append(_serial(sock_path, settings, warmup))
-                pipeline_runs[key].append(_pipeline(sock_path, settings))
+                pipeline_runs[key].append(_pipeline(sock_path, settings, pids[key]))
     servers: dict[str, dict[str, Any]] = {}
     for key in sockets:
         servers[key] = {
             "serial": best(serial_runs[key], "p50_us", lowest=True),
             "pipeline": best(pipeline_runs[key], "calls_per_s"),
+            "pipeline_cpu_us_per_call": min(r["server_cpu_us_per_call"] for r in pipeline_runs[key]),
             "serial_p50_us_runs": [r["p50_us"] for r in serial_runs[key]],
             "pipeline_calls_per_s_runs": [r["calls_per_s"] for r in pipeline_runs[key]],
         }
@@ -104,6 +114,8 @@ def run(settings: Settings) -> dict[str, Any]:
             "serial_p50_vs_floor": figures["serial"]["p50_us"] / floor["serial"]["p50_us"],
             "serial_p99_vs_floor": figures["serial"]["p99_us"] / floor["serial"]["p99_us"],
             "pipeline_vs_floor": figures["pipeline"]["calls_per_s"] / floor["pipeline"]["calls_per_s"],
+            # floor CPU per call / hostd CPU per call: the throughput ratio if both had a core to themselves
+            "pipeline_cpu_vs_floor": floor["pipeline_cpu_us_per_call"] / figures["pipeline_cpu_us_per_call"],
         }
     return {
         "request": "{" + '"jsonrpc":"2.0","id":N,' + LOG_BODY + "}",

@@ -136,7 +136,7 @@ def build_loadgen() -> Path:
 def loadgen(target: Sequence[str], *args: str, timeout: float = 120.0) -> dict[str, Any]:
     """Run the C client once; ``target`` is ``["--unix", PATH]`` or ``["--exec", CMD, ...]`` (last)."""
     argv = [str(LOADGEN), *args, *target]
-    proc = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+    proc = subprocess.run(argv, capture_output=True, timeout=timeout, check=False, env=child_env(), cwd=hostd_source())
     if proc.returncode != 0:
         raise BenchError(f"load client failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-800:]}")
     result: dict[str, Any] = orjson.loads(proc.stdout.strip().splitlines()[-1])
@@ -203,12 +203,26 @@ def hostd_argv(
     return argv + list(extra)
 
 
+def hostd_source() -> str:
+    """Where the measured hostd comes from: this tree, or ``$BENCH_HOSTD_PATH`` (an A/B copy)."""
+    return os.environ.get("BENCH_HOSTD_PATH") or str(ROOT)
+
+
 def child_env() -> dict[str, str]:
+    """The environment of every child: hostd and bench imported from this tree (or the A/B copy)."""
     env = dict(os.environ)
     env.pop("HOSTD_CONFIG", None)
     env.pop("HOSTD_LOG_LEVEL", None)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    paths = [p for p in (env.get("BENCH_HOSTD_PATH"), str(ROOT), env.get("PYTHONPATH")) if p]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
     return env
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far, all threads (from /proc)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
@@ -217,7 +231,12 @@ def running(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server process; wait for its socket; SIGTERM (then SIGKILL) it on the way out."""
     proc = subprocess.Popen(
-        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, env=child_env(), cwd=ROOT
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        env=child_env(),
+        cwd=hostd_source(),  # `python -m` puts the working directory first on sys.path
     )
     try:
         if socket_path is not None:
@@ -290,6 +309,7 @@ def machine_info() -> dict[str, Any]:
         "cc": cc_version,
         "nofile_soft_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "load_avg_at_start": list(os.getloadavg()),
+        "hostd_source": hostd_source(),
         "packages": versions,
     }
 
@@ -301,11 +321,11 @@ def has_module(name: str) -> bool:
 
 
 class UpstreamProcess:
-    """``bench/upstream.py`` in its own process, with its stdin/stdout command channel."""
+    """``bench/upstream.py`` (or another server module) in its own process, driven over stdin/stdout."""
 
-    def __init__(self) -> None:
+    def __init__(self, module: str = "bench.upstream") -> None:
         self.proc = subprocess.Popen(
-            [PY, "-m", "bench.upstream"],
+            [PY, "-m", module],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -316,7 +336,7 @@ class UpstreamProcess:
         line = self.proc.stdout.readline()
         if not line:
             stop_process(self.proc)
-            raise BenchError("the upstream server did not start")
+            raise BenchError(f"{module} did not start")
         self.port: int = orjson.loads(line)["port"]
 
     @property

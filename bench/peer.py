@@ -28,6 +28,7 @@ from bench.common import (
     child_env,
     has_module,
     hostd_argv,
+    hostd_source,
     loadgen,
 )
 
@@ -112,7 +113,7 @@ async def _hostd_python_client(settings: Settings, loop: str) -> dict[str, Any]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
         env=child_env(),
-        cwd=ROOT,
+        cwd=hostd_source(),
     )
     assert proc.stdout is not None and proc.stdin is not None
     client = Client(proc.stdout, proc.stdin)  # type: ignore[arg-type]

@@ -38,8 +38,10 @@ def _calls(data: dict[str, Any]) -> list[str]:
                 _n(serial["p99_us"], 1),
                 _n(serial["calls_per_s"]),
                 _n(pipe["calls_per_s"]),
+                _n(figures["pipeline_cpu_us_per_call"], 2),
                 _x(ratio["serial_p50_vs_floor"]) if ratio else "1.00x",
                 _x(ratio["pipeline_vs_floor"]) if ratio else "1.00x",
+                _x(ratio["pipeline_cpu_vs_floor"]) if ratio else "1.00x",
             ]
         )
     head = [
@@ -49,8 +51,10 @@ def _calls(data: dict[str, Any]) -> list[str]:
         "serial p99 µs",
         "serial calls/s",
         f"pipelined calls/s ({data['depth']} in flight)",
+        "server CPU µs/call",
         "p50 vs floor",
         "pipelined vs floor",
+        "CPU/call: floor ÷ this",
     ]
     return [
         "### Calls: host.log round trip, Unix socket, C load client",
@@ -58,7 +62,9 @@ def _calls(data: dict[str, Any]) -> list[str]:
         *_table(head, rows),
         "",
         "`host.log` at level debug; hostd at `--log-level info` filters it, `log written` runs at "
-        "`--log-level debug` with stderr on /dev/null. Ratios against the floor on the same loop.",
+        "`--log-level debug` with stderr on /dev/null. Ratios against the floor on the same loop. "
+        "Server CPU µs/call: the server process's CPU time over a pipelined run divided by its calls "
+        "(what a call costs the server, whatever else the machine runs).",
     ]
 
 
@@ -157,30 +163,42 @@ def _relay(data: dict[str, Any]) -> list[str]:
 
 
 def _model(data: dict[str, Any]) -> list[str]:
-    rows = [
-        [
-            _n(data["events"]),
-            _n(data["direct_events_per_s"]),
-            _n(data["hostd_events_per_s"]),
-            _x(data["ratio"]),
-        ]
+    direct = data["direct_httpx"]
+    rows = [["direct httpx", _n(direct["events_per_s"]), "1.00x", "", ""]]
+    for d in data["depths"]:
+        f = data[f"hostd_depth{d}"]
+        rows.append(
+            [
+                f"hostd, {d} read(s) in flight",
+                _n(f["events_per_s"]),
+                _x(data["ratios"][f"hostd_depth{d}_vs_direct"]),
+                _n(f["pieces"]),
+                _n(f["events"] / max(1, f["pieces"]), 2),
+            ]
+        )
+    head = ["reader", "events/s", "vs direct", "pieces read", "events per piece"]
+    return [
+        f"### Model stream relay: host.model.execute_stream + stream_read, {data['events']:,} SSE events "
+        f"from the fake proxy ({data['loop']})",
+        "",
+        *_table(head, rows),
     ]
-    head = ["events", "direct httpx events/s", "hostd events/s", "vs direct"]
-    return ["### Model stream relay: host.model.execute_stream + stream_read (SSE)", "", *_table(head, rows)]
 
 
 def _scale(data: dict[str, Any]) -> list[str]:
     left = data.get("hostd_status_streams_left")
+    wanted = data.get("streams_wanted", data["streams"])
+    opened = _n(data["streams"]) + ("" if data["streams"] >= wanted else f" of {wanted:,} (time budget)")
     rows = [
         [
-            _n(data["streams"]),
+            opened,
             str(data["connections"]),
             _n(data["opens_per_s"]),
             _n(data["rss_before_bytes"] / MiB, 1),
             _n(data["rss_open_bytes"] / MiB, 1),
             _n(data["rss_per_stream_bytes"] / 1024, 1),
             _n(data["projected_rss_10k_bytes"] / MiB, 1),
-            _n(data["close_all_s"] * 1000, 0),
+            _n(data["close_all_s"] * 1000, 0) + ("" if data.get("all_dropped", True) else " (not all: budget)"),
             "n/a" if left is None else str(left),
         ]
     ]
@@ -227,8 +245,21 @@ def targets(sections: dict[str, Any]) -> list[dict[str, Any]]:
     for loop, f in relay.get("loops", {}).items():
         v = max(f["ratios"].values())
         add(f"stream relay vs direct httpx ({loop}, best depth)", v, "≥ 0.5x", v >= 0.5, _x(v))
+    model = sections.get("model", {})
+    if "ratios" in model:
+        v = max(model["ratios"].values())
+        add("model stream relay events/s vs direct httpx (best depth; no target set)", v, "(none)", True, _x(v))
     scale = sections.get("scale", {})
     if "rss_open_bytes" in scale:
+        wanted = scale.get("streams_wanted", scale["streams"])
+        if scale["streams"] < wanted:
+            add(
+                f"open {wanted:,} streams within the time budget",
+                scale["streams"],
+                f"{wanted:,}",
+                False,
+                f"{scale['streams']:,} in {scale['open_s']:.0f} s",
+            )
         measured = scale["streams"] >= 10_000
         v = scale["rss_open_bytes"] if measured else scale["projected_rss_10k_bytes"]
         label = "RSS with 10,000 open streams" + ("" if measured else " (projected from a smaller run)")
