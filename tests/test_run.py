@@ -74,7 +74,7 @@ async def test_run_serves_an_executor_plugin_on_its_stdio(short_tmp: Path) -> No
         await hp.connect_control() as ctl,
     ):
         answer = await ctl.call("hostd.invoke", {**stream_call, "params": {"count": 30}}, timeout=T)
-        reads = []
+        reads: list[dict[str, Any]] = []
         while not reads or not reads[-1]["done"]:
             reads.append(await ctl.call("hostd.stream.read", {"stream_id": answer["stream_id"]}, timeout=T))
         echo = await invoke(ctl, "example-executor", "executor.execute", {"prompt": "hello"})
