@@ -15,6 +15,7 @@ from typing import Any
 
 from hostd import __version__
 from hostd.config import Config, ConfigError, load_config
+from hostd.eventloop import run_daemon
 from hostd.logs import configure
 
 
@@ -83,26 +84,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
         if value is not None:
             overrides[key] = value.lower() if attr == "log_level" else value
     return load_config(getattr(args, "config", None), overrides)
-
-
-def _new_loop(choice: str) -> asyncio.AbstractEventLoop:
-    if choice in ("auto", "uvloop"):
-        try:
-            import uvloop
-        except ImportError:
-            if choice == "uvloop":
-                raise ConfigError("--loop uvloop: uvloop is not installed (pip install 'hostd[fast]')") from None
-        else:
-            return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
-
-
-def run_daemon(config: Config, coro_factory: Any) -> int:
-    loop = _new_loop(config.loop)
-    try:
-        return int(loop.run_until_complete(coro_factory()))
-    finally:
-        loop.close()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

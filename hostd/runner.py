@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hostd.config import Config
+from hostd.eventloop import run_daemon
 from hostd.logs import Logger, configure
 from hostd.rpc.session import Session
 from hostd.server import Daemon, StartupError, raise_nofile_limit
@@ -49,8 +50,6 @@ def run_plugin(config: Config, cmd: list[str]) -> int:
     if config.listen != "stdio":
         print("hostd run: the plugin is served on its stdio; --listen is not supported here", file=sys.stderr)
         return 2
-    from hostd.cli import run_daemon  # the same event loop choice as `hostd serve`
-
     logger = configure(config.log_level)
     raise_nofile_limit()
     try:
@@ -87,6 +86,7 @@ class PluginRunner:
         self._stderr: _StderrLines | None = None
         self._stderr_transport: asyncio.BaseTransport | None = None
         self._pipes: dict[str, int] = {}
+        self._session_fds = (0, 1)
         self._session_ended = asyncio.Event()
 
     # Whole run ----------------------------------------------------------------------------
@@ -96,7 +96,9 @@ class PluginRunner:
         self._exited = loop.create_future()
         daemon = Daemon(self.config, self.logger)
         await self._wire_pipes()
-        daemon_task = asyncio.create_task(daemon.run(stdio_session=self._on_session), name="daemon")
+        daemon_task = asyncio.create_task(
+            daemon.run(stdio_session=self._on_session, stdio_fds=self._session_fds), name="daemon"
+        )
         stop = asyncio.create_task(daemon.shutdown.wait(), name="stop-signal")
         terminating: asyncio.Task[None] | None = None
         try:
@@ -132,17 +134,19 @@ class PluginRunner:
         return exit_code(self.child.returncode)
 
     async def _wire_pipes(self) -> None:
-        """Put the child's stdio pipes where the daemon's stdio session will look (fds 0 and 1)
-        and start reading its stderr."""
-        _ensure_std_fds()  # else os.pipe() could hand out fd 0 or 1 and dup2 would clobber it
+        """Make the child's stdio pipes (the daemon's stdio session gets the far ends) and start
+        reading its stderr."""
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         err_r, err_w = os.pipe()
-        os.dup2(from_child_r, 0)
-        os.dup2(to_child_w, 1)
-        os.close(from_child_r)
-        os.close(to_child_w)
-        self._pipes = {"stdin": to_child_r, "stdout": from_child_w, "stderr": err_w}
+        self._session_fds = (from_child_r, to_child_w)
+        self._pipes = {
+            "stdin": to_child_r,
+            "stdout": from_child_w,
+            "stderr": err_w,
+            "session_in": from_child_r,
+            "session_out": to_child_w,
+        }
         stderr = self._stderr = _StderrLines(self)
         loop = asyncio.get_running_loop()
         self._stderr_transport, _ = await loop.connect_read_pipe(lambda: stderr, os.fdopen(err_r, "rb", buffering=0))
@@ -159,12 +163,10 @@ class PluginRunner:
 
     def _on_session(self, session: Session) -> None:
         self.session = session
-        # The session holds its own duplicates of fds 0 and 1 now: release ours, or the
+        # The session holds its own duplicates of its pipe ends now: release ours, or the
         # child would never see EOF on its stdin when the session closes its side.
-        null = os.open(os.devnull, os.O_RDWR)
-        os.dup2(null, 0)
-        os.dup2(null, 1)
-        os.close(null)
+        for name in ("session_in", "session_out"):
+            os.close(self._pipes.pop(name))
         env = dict(os.environ)
         env.pop("HOSTD_SOCKET", None)  # the plugin's channel is its stdio, not a socket
         prctl = _load_prctl()
@@ -284,17 +286,6 @@ def _child_setup(prctl: Callable[..., int] | None, parent: int) -> None:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # hostd died before the line above took effect
         os._exit(1)
-
-
-def _ensure_std_fds() -> None:
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
 
 
 def _signal_name(signum: int) -> str:

@@ -131,7 +131,11 @@ class Daemon:
 
     # Running --------------------------------------------------------------------------
 
-    async def run(self, stdio_session: Callable[[Session], Any] | None = None) -> int:
+    async def run(
+        self, stdio_session: Callable[[Session], Any] | None = None, stdio_fds: tuple[int, int] = (0, 1)
+    ) -> int:
+        """Serve until shutdown. ``stdio_fds`` (read, write) carry the stdio session: the process's
+        own stdin/stdout for ``hostd serve``, a spawned plugin's pipes for ``hostd run``."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
@@ -151,7 +155,7 @@ class Daemon:
                 stdio = None
                 if self.config.listen == "stdio" and not plugin_socks:
                     stdio = Session(self.services, plugin_methods(), name=self.config.name)
-                    release = await attach_stdio(stdio)
+                    release = await attach_stdio(stdio, *stdio_fds)
                     stdio.on_close.append(lambda _s: release())
                 self.logger.info(
                     "hostd ready",

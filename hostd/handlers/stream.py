@@ -134,9 +134,7 @@ class EmitLink:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        links = _links_by_reader.get(self.reader)
-        if links is not None:
-            links.pop(self.id, None)
+        self.reader.emit_links.pop(self.id, None)
         self.services.streams.close(self.stream, reason)
         self.services.scopes.close(self.scope)
 
@@ -156,23 +154,14 @@ class EmitLink:
         self._expiry = asyncio.get_running_loop().call_later(idle, self.abort, "never read after its plugin ended")
 
 
-# Which emit streams each control session may read: the ones it invoked. An entry lives
-# until its control session closes (its on_close callback removes it). -------------------
-
-_links_by_reader: dict[Session, dict[str, EmitLink]] = {}
-
-
-def _host_links(reader: Session) -> dict[str, EmitLink]:
-    links = _links_by_reader.get(reader)
-    if links is None:
-        links = _links_by_reader[reader] = {}
-        reader.on_close.append(_abort_all)
-    return links
+# Which emit streams each control session may read: the ones it invoked, kept on the
+# control session itself. When its input ends (disconnect or shutdown) they are aborted. ----
 
 
 def _abort_all(reader: Session) -> None:
     """The control session ended first: its emit streams are aborted."""
-    for link in list(_links_by_reader.pop(reader, {}).values()):
+    links, reader.emit_links = reader.emit_links, {}
+    for link in list(links.values()):
         link.abort("control session ended")
 
 
@@ -180,14 +169,16 @@ def open_emit(services: Services, plugin: Session, reader: Session, scope: Scope
     """A new emit stream owned by ``plugin`` and readable by ``reader`` (``LimitExceeded``)."""
     stream = services.streams.open("emit", plugin, capacity=1)  # the entry's own buffer is unused
     link = EmitLink(services, stream, plugin, reader, scope)
-    _host_links(reader)[link.id] = link
+    if _abort_all not in reader.on_input_end:
+        reader.on_input_end.append(_abort_all)
+    reader.emit_links[link.id] = link
     return link
 
 
 def host_link(reader: Session, stream_id: str) -> EmitLink | None:
     """The emit stream ``stream_id`` if ``reader`` invoked it and has not finished it."""
-    links = _links_by_reader.get(reader)
-    return links.get(stream_id) if links is not None else None
+    link = reader.emit_links.get(stream_id)
+    return link if isinstance(link, EmitLink) else None
 
 
 def _plugin_link(ctx: CallContext, stream_id: str) -> EmitLink | None:

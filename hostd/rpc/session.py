@@ -140,6 +140,10 @@ class Session:
         self._ctx = CallContext(self, services, None)  # shared by every call without a scope
         self.closing = False
         self.on_close: list[Callable[[Session], None]] = []
+        # Run once when input ends (EOF, disconnect, shutdown), before in-flight calls drain.
+        self.on_input_end: list[Callable[[Session], None]] = []
+        # Emit streams this (control) session invoked and may read: id -> link (handlers/stream.py).
+        self.emit_links: dict[str, Any] = {}
 
     # Transport side ---------------------------------------------------------------
 
@@ -207,6 +211,7 @@ class Session:
                     grace = await _first(self._input_ended, shutdown, grace_s)
                 self._stop_reading()
                 self._end_streams_and_scopes()
+                self._run_input_end()
                 if not self._lost and self._tasks:
                     try:
                         async with asyncio.timeout(grace):
@@ -219,6 +224,7 @@ class Session:
         finally:
             self.services.sessions.pop(self.id, None)
             self._end_streams_and_scopes()
+            self._run_input_end()
             self._fail_pending("plugin disconnected")
             for callback in self.on_close:
                 callback(self)
@@ -233,6 +239,11 @@ class Session:
                 self._input.pause_reading()
             except (RuntimeError, AttributeError):
                 pass
+
+    def _run_input_end(self) -> None:
+        callbacks, self.on_input_end = self.on_input_end, []
+        for callback in callbacks:
+            callback(self)
 
     def _end_streams_and_scopes(self) -> None:
         self.services.streams.close_owned(self, "session ended")
@@ -286,7 +297,6 @@ class Session:
         batch.done_one()
 
     def _dispatch(self, env: Envelope, reply: Reply, batch: _Batch | None) -> None:
-        self._counters.calls += 1
         method_name = env.method
         id_ = env.id
         if type(method_name) is not str:
@@ -303,6 +313,7 @@ class Session:
         if id_ is None:
             self._fail(reply, batch, None, InvalidRequest("invalid request: id must be a number or a string"))
             return
+        self._counters.calls += 1
         rid: RequestId | None = None if id_ is UNSET else id_
         answer = reply if rid is not None else None
         method = self.methods.get(method_name)
