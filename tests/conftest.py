@@ -39,3 +39,13 @@ async def hostd(short_tmp: Path) -> AsyncIterator[HostdProcess]:
         yield hp
     finally:
         await hp.stop()
+
+
+@pytest.fixture
+async def hp(short_tmp: Path) -> AsyncIterator[HostdProcess]:
+    """A fresh hostd with a plugin socket and a control socket."""
+    proc = await start_hostd(short_tmp, control=True)
+    try:
+        yield proc
+    finally:
+        await proc.stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +12,12 @@ import pytest
 
 from hostd.client import Client
 from hostd.status_cli import render
-from tests.support.hostd_proc import HOSTD, HostdProcess, start_hostd
+from tests.support.hostd_proc import HOSTD, HostdProcess
 from tests.support.plugins import plugin_process
 
 pytestmark = pytest.mark.anyio
 
 T = 10.0
-
-
-@pytest.fixture
-async def hp(short_tmp: Path) -> AsyncIterator[HostdProcess]:
-    proc = await start_hostd(short_tmp, control=True)
-    try:
-        yield proc
-    finally:
-        await proc.stop()
 
 
 async def hostd_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:

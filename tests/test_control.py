@@ -32,16 +32,6 @@ def anyio_backend() -> str:
     return "asyncio"  # module scope, so the shared hostd below can live across tests
 
 
-@pytest.fixture
-async def hp(short_tmp: Path) -> AsyncIterator[HostdProcess]:
-    """A fresh hostd, for tests that look at daemon-wide state (status, logs, session lists)."""
-    proc = await start_hostd(short_tmp, control=True)
-    try:
-        yield proc
-    finally:
-        await proc.stop()
-
-
 @pytest.fixture(scope="module")
 async def shared() -> AsyncIterator[HostdProcess]:
     """One hostd for the tests that only look at their own calls."""

@@ -11,7 +11,6 @@ import asyncio
 import base64
 import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +24,6 @@ pytestmark = pytest.mark.anyio
 
 T = 10.0
 DONE = {"payload": None, "error": "", "done": True}
-
-
-@pytest.fixture
-async def hp(short_tmp: Path) -> AsyncIterator[HostdProcess]:
-    proc = await start_hostd(short_tmp, control=True)
-    try:
-        yield proc
-    finally:
-        await proc.stop()
 
 
 def b64(text: str) -> str:

@@ -16,11 +16,12 @@ import asyncio
 import contextlib
 import re
 import urllib.parse
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from tests.support.loopback import LoopbackServer
 
 GEMINI_PATH = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<action>generateContent|streamGenerateContent)$")
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/responses", "/v1/messages")
@@ -153,33 +154,13 @@ def default_events(path: str, model: str) -> list[bytes]:
     return [*chunks, b"data: [DONE]\n\n"]
 
 
-class FakeProxy:
+class FakeProxy(LoopbackServer):
     def __init__(self, api_key: str = "") -> None:
+        super().__init__()
         self.api_key = api_key
-        self.host = "127.0.0.1"
-        self.port = 0
         self.received: list[Received] = []
         self.exchanges: list[Exchange] = []
-        self.changed = asyncio.Event()
         self._planned: list[Answer] = []
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    async def start(self) -> FakeProxy:
-        self._server = await asyncio.start_server(self._serve, self.host, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def reset(self) -> None:
         """Forget what was received and planned (for a proxy shared by several tests)."""
@@ -191,16 +172,6 @@ class FakeProxy:
         """Answer the next requests with these, in order (then back to the defaults)."""
         self._planned.extend(answers)
 
-    def _notify(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Wait until ``predicate()`` holds (re-checked whenever the proxy's state changes)."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await self.changed.wait()
-
     async def next_exchange(self, count: int = 1, timeout: float = 10.0) -> Exchange:
         """The ``count``-th exchange, once its request has arrived."""
         await self.wait_for(lambda: len(self.exchanges) >= count, timeout)
@@ -209,9 +180,6 @@ class FakeProxy:
     # Serving --------------------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
         writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         try:
             while True:
@@ -229,7 +197,6 @@ class FakeProxy:
         except asyncio.CancelledError:
             pass
         finally:
-            self._tasks.discard(task)
             writer.close()
             self._notify()
 

@@ -91,23 +91,33 @@ async def start_hostd(
     if not any(a.startswith("--model-base-url") for a in args):
         argv += ["--model-base-url", ""]
     argv += list(args)
+    return await launch(argv, socket=sock, control=ctl, env=env)
+
+
+async def launch(
+    argv: list[str],
+    *,
+    socket: str | None,
+    control: str | None,
+    env: dict[str, str] | None = None,
+    ready: str = '"hostd ready"',
+    stdin: int = asyncio.subprocess.PIPE,
+    stdout: int = asyncio.subprocess.PIPE,
+) -> HostdProcess:
+    """Start a hostd command line and return once it logs ``ready`` (killed if it never does)."""
     full_env = {**os.environ, **(env or {})}
-    full_env.pop("HOSTD_CONFIG", None)
+    for var in ("HOSTD_CONFIG", "HOSTD_SOCKET"):
+        full_env.pop(var, None)
     proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=full_env,
-        limit=MAX_LINE,
+        *argv, stdin=stdin, stdout=stdout, stderr=asyncio.subprocess.PIPE, env=full_env, limit=MAX_LINE
     )
-    hp = HostdProcess(proc, sock, ctl)
+    hp = HostdProcess(proc, socket, control)
     hp._stderr_task = asyncio.create_task(hp._read_stderr())
     try:
-        await hp.wait_log('"hostd ready"', timeout=20)
-    except TimeoutError:
+        await hp.wait_log(ready, timeout=20)
+    except (TimeoutError, RuntimeError):
         await hp.stop(signal.SIGKILL)
-        raise RuntimeError("hostd did not start:\n" + "\n".join(hp.stderr_lines)) from None
+        raise RuntimeError(f"{' '.join(argv)} did not start:\n" + "\n".join(hp.stderr_lines)) from None
     return hp
 
 

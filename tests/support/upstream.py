@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from tests.support.loopback import LoopbackServer
 
 
 @dataclass
@@ -39,22 +41,16 @@ class Response:
 Route = Callable[[Request], Awaitable[Response]]
 
 
-@dataclass
-class Upstream:
-    host: str = "127.0.0.1"
-    port: int = 0
-    routes: dict[str, Route] = field(default_factory=dict)
-    requests: list[Request] = field(default_factory=list)
-    open_connections: int = 0
-    total_connections: int = 0
-    dropped: int = 0  # connections the client closed while we were still sending
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    _server: asyncio.Server | None = None
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+class Upstream(LoopbackServer):
+    """Routes by path; records requests; counts connections open, total and dropped."""
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    def __init__(self) -> None:
+        super().__init__()
+        self.routes: dict[str, Route] = {}
+        self.requests: list[Request] = []
+        self.open_connections = 0
+        self.total_connections = 0
+        self.dropped = 0  # connections the client closed while we were still sending
 
     def route(self, path: str) -> Callable[[Route], Route]:
         def wrap(fn: Route) -> Route:
@@ -63,32 +59,7 @@ class Upstream:
 
         return wrap
 
-    async def start(self) -> Upstream:
-        self._server = await asyncio.start_server(self._serve, self.host, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _notify(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Wait until ``predicate()`` holds (re-checked whenever the server's state changes)."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await self.changed.wait()
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
         self.open_connections += 1
         self.total_connections += 1
         self._notify()
@@ -127,7 +98,6 @@ class Upstream:
             pass
         finally:
             self.open_connections -= 1
-            self._tasks.discard(task)
             writer.close()
             self._notify()
 

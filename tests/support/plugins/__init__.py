@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hostd.client import MAX_LINE
-from tests.support.hostd_proc import HOSTD, HostdProcess
+from tests.support.hostd_proc import HOSTD, HostdProcess, launch
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -66,23 +64,14 @@ async def start_run(tmp: Path, *args: str, cmd: list[str], ready: str = '"hello 
     control = str(tmp / "control.sock")
     argv = [*HOSTD, "run", "--log-level", "debug", "--control", f"unix:{control}"]
     argv += ["--auth-dir", "", "--model-base-url", "", *args, "--", *cmd]
-    env = {k: v for k, v in os.environ.items() if k not in ("HOSTD_CONFIG", "HOSTD_SOCKET")}
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
+    return await launch(
+        argv,
+        socket=None,
+        control=control,
+        ready=ready,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        limit=MAX_LINE,
     )
-    hp = HostdProcess(proc, None, control)
-    hp._stderr_task = asyncio.create_task(hp._read_stderr())
-    try:
-        await hp.wait_log(ready, timeout=20)
-    except (TimeoutError, RuntimeError):
-        await hp.stop(signal.SIGKILL)
-        raise RuntimeError("hostd run did not start:\n" + "\n".join(hp.stderr_lines)) from None
-    return hp
 
 
 def scripted(*args: str) -> list[str]:
