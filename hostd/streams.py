@@ -260,6 +260,12 @@ class StreamTable:
         self._remove(stream)
         self.logger.debug("stream closed", stream_id=stream.id, kind=stream.kind, reason=reason)
 
+    def close_id(self, stream_id: str, owner: StreamOwner, kind: StreamKind, reason: str) -> None:
+        """``*.stream_close``: close ``owner``'s stream of ``kind`` if open; unknown ids are fine."""
+        stream = self.get(stream_id.strip(), owner, kind)
+        if stream is not None:
+            self.close(stream, reason)
+
     def close_owned(self, owner: StreamOwner, reason: str) -> int:
         streams = list(owner.streams.values())
         for stream in streams:

@@ -16,7 +16,7 @@ import anyio
 import httpx
 import msgspec
 
-from hostd.errors import Forbidden, HostCallFailed, HostError
+from hostd.errors import Forbidden, HostCallFailed
 from hostd.handlers.base import CallContext, host_method
 from hostd.streams import BufferClosed, End, Stream
 from hostd.upstream.egress import EgressDenied
@@ -155,12 +155,8 @@ async def http_stream_read(ctx: CallContext, params: StreamParams) -> dict[str, 
 
 @host_method("host.http.stream_close", StreamParams, "host http stream close", inline=True)
 def http_stream_close(ctx: CallContext, params: StreamParams) -> dict[str, Any]:
-    stream = ctx.services.streams.get(params.stream_id.strip(), ctx.session, "http")
-    if stream is not None:
-        ctx.services.streams.close(stream, "closed by plugin")
+    ctx.services.streams.close_id(params.stream_id, ctx.session, "http", "closed by plugin")
     return {}
 
 
 METHODS = (http_do, http_do_stream, http_stream_read, http_stream_close)
-
-__all__ = ["METHODS", "HostError"]

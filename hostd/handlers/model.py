@@ -211,9 +211,7 @@ async def model_stream_read(ctx: CallContext, params: ModelStreamParams) -> dict
 
 @host_method("host.model.stream_close", ModelStreamParams, "host model stream close", inline=True)
 def model_stream_close(ctx: CallContext, params: ModelStreamParams) -> dict[str, Any]:
-    stream = ctx.services.streams.get(params.stream_id.strip(), ctx.session, "model")
-    if stream is not None:
-        ctx.services.streams.close(stream, "closed by plugin")
+    ctx.services.streams.close_id(params.stream_id, ctx.session, "model", "closed by plugin")
     return {}
 
 
