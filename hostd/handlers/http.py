@@ -8,7 +8,6 @@ bounded buffer; ``stream_read`` only ever waits on that buffer, never on httpx.
 from __future__ import annotations
 
 import asyncio
-import base64
 import zlib
 from typing import Any
 
@@ -48,9 +47,6 @@ class StreamParams(msgspec.Struct, frozen=True, kw_only=True):
     host_callback_id: str = ""
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
 
 async def _send(ctx: CallContext, params: HttpParams) -> Sent:
     fields = params.fields()
@@ -87,7 +83,7 @@ async def http_do(ctx: CallContext, params: HttpParams) -> dict[str, Any]:
     except TimeoutError:
         raise HostCallFailed(f"execute host http request: timeout after {timeout:g}s") from None
     headers = header_map(sent.response.headers.raw, sent.dropped_headers)
-    return {"StatusCode": sent.response.status_code, "Headers": headers or None, "Body": _b64(body)}
+    return {"StatusCode": sent.response.status_code, "Headers": headers or None, "Body": body}
 
 
 @host_method("host.http.do_stream", HttpParams, "host http")
@@ -150,7 +146,7 @@ async def http_stream_read(ctx: CallContext, params: StreamParams) -> dict[str, 
         if item.error:
             return {"error": item.error, "done": True}
         return {"done": True}
-    return {"payload": _b64(item)}
+    return {"payload": item}
 
 
 @host_method("host.http.stream_close", StreamParams, "host http stream close", inline=True)

@@ -13,7 +13,6 @@ opened with a scope id that is not open is finished before the proxy is ever cal
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from typing import Any
 
@@ -53,9 +52,6 @@ class ModelStreamParams(msgspec.Struct, frozen=True, kw_only=True):
     stream_id: str = ""
     host_callback_id: str = ""
 
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def _open_scope(ctx: CallContext) -> Scope | None:
@@ -102,7 +98,7 @@ async def model_execute(ctx: CallContext, params: ModelParams) -> dict[str, Any]
     return {
         "status_code": result.status_code,
         "headers": result.headers or None,
-        "body": _b64(result.body) if result.body else None,
+        "body": result.body or None,
     }
 
 
@@ -206,7 +202,7 @@ async def model_stream_read(ctx: CallContext, params: ModelStreamParams) -> dict
     item = await table.read(stream)
     if isinstance(item, End):
         return {"payload": None, "error": item.error, "done": True}
-    return {"payload": _b64(item), "error": "", "done": False}
+    return {"payload": item, "error": "", "done": False}
 
 
 @host_method("host.model.stream_close", ModelStreamParams, "host model stream close", inline=True)

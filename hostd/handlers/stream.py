@@ -18,7 +18,6 @@ Handlers here never touch sockets; they queue and dequeue chunks.
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,9 +43,6 @@ class Chunk:
     payload: bytes
     error: str = ""
 
-
-def _b64(data: bytes) -> str | None:
-    return base64.b64encode(data).decode("ascii") if data else None
 
 
 class EmitLink:
@@ -108,8 +104,8 @@ class EmitLink:
             return {"payload": None, "error": item.error, "done": True}
         if item.error:
             self.release()
-            return {"payload": _b64(item.payload), "error": item.error, "done": True}
-        return {"payload": _b64(item.payload), "error": "", "done": False}
+            return {"payload": item.payload or None, "error": item.error, "done": True}
+        return {"payload": item.payload or None, "error": "", "done": False}
 
     async def replace(self, chunks: list[Chunk]) -> None:
         """Inline chunks from the invoke result become the whole content; then it is closed."""

@@ -83,6 +83,8 @@ def _all_defaults(struct: type[Any]) -> bool:
 
 # Answers -------------------------------------------------------------------------------
 # Encoded with msgspec from small structs: measured faster than orjson on a dict per answer.
+# Handlers return byte fields as ``bytes``: msgspec writes them as standard padded base64
+# straight into the answer (half the cost of base64-encoding to a str first).
 
 
 class _Result(msgspec.Struct, array_like=False):
