@@ -50,7 +50,7 @@ class Settings:
     relay_bytes: int = 256 * MiB
     relay_repeats: int = 3
     relay_depth: int = 4
-    model_events: int = 100_000
+    model_events: int = 30_000
     scale_streams: int = 10_000
     scale_connections: int = 10
     scale_open_concurrency: int = 256
