@@ -299,7 +299,13 @@ def machine_info() -> dict[str, Any]:
         with contextlib.suppress(Exception):
             cc_version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout
             cc_version = cc_version.splitlines()[0]
+    commit = dirty = ""
+    with contextlib.suppress(Exception):
+        git = ["git", "-C", str(ROOT)]
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "hostd"], capture_output=True, text=True).stdout
     return {
+        "hostd_commit": commit + (" + uncommitted changes under hostd/" if dirty.strip() else ""),
         "cpu": cpu,
         "cpus": os.cpu_count(),
         "memory_bytes": mem,

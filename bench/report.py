@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.common import ROOT
+
 MiB = 1024 * 1024
 
 
@@ -269,6 +271,11 @@ def targets(sections: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _source(machine: dict[str, Any]) -> str:
+    source = machine.get("hostd_source")
+    return f" (hostd imported from {source})" if source and source != str(ROOT) else ""
+
+
 def render(results: dict[str, Any]) -> str:
     lines: list[str] = []
     m = results["machine"]
@@ -276,7 +283,8 @@ def render(results: dict[str, Any]) -> str:
         f"## Results ({results['settings']['name']} run, {results['started']})",
         "",
         f"Machine: {m['cpus']} x {m['cpu']}, {m['memory_bytes'] / 2**30:.1f} GiB RAM, Linux {m['kernel']}, "
-        f"{m['implementation']} {m['python']}; load average at start {m['load_avg_at_start'][0]:.2f}. "
+        f"{m['implementation']} {m['python']}; load average at start {m['load_avg_at_start'][0]:.2f}; "
+        f"hostd {m.get('hostd_commit') or '?'}{_source(m)}. "
         "Each figure is the best of the runs made (the machine is shared; noise only slows a run down).",
         "",
     ]
