@@ -328,12 +328,15 @@ async def test_disconnect_closes_every_stream_and_upstream_connection(hostd: Hos
     release = asyncio.Event()
     held_route(upstream, "/held", [b"a"], release)
     c = await hostd.connect()
-    for _ in range(20):
-        await c.call("host.http.do_stream", {"url": upstream.url + "/held"}, timeout=5)
-    await upstream.wait_for(lambda: upstream.open_connections == 20)
+    count = 80  # more than one of the client's connection-pool shards
+    opened = await asyncio.gather(
+        *(c.call("host.http.do_stream", {"url": upstream.url + "/held"}, timeout=10) for _ in range(count))
+    )
+    assert len({o["stream_id"] for o in opened}) == count
+    await upstream.wait_for(lambda: upstream.open_connections == count)
     await c.aclose()
     await upstream.wait_for(lambda: upstream.open_connections == 0)
-    assert upstream.total_connections == 20
+    assert upstream.total_connections == count
 
 
 async def test_max_streams_is_limit_exceeded(short_tmp: Path, upstream: Upstream) -> None:

@@ -21,9 +21,11 @@ from hostd.errors import LimitExceeded
 from hostd.logs import Logger, is_secret_key
 from hostd.upstream.egress import EgressBackend, EgressPolicy
 from hostd.upstream.headers import PIECE_BYTES, Gunzip, has_header, header_list, is_token
+from hostd.upstream.pool import ShardedTransport
 
 USER_AGENT = f"hostd/{__version__}"
 MAX_REDIRECTS = 10
+SHARD_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=8, keepalive_expiry=5.0)
 GZIP_DROPPED = frozenset({"Content-Encoding", "Content-Length"})
 
 
@@ -40,22 +42,27 @@ class Sent:
 
 
 class HttpUpstream:
-    def __init__(self, config: HttpConfig, logger: Logger, max_connections: int | None = None) -> None:
+    def __init__(self, config: HttpConfig, logger: Logger) -> None:
         self.config = config
         self.logger = logger
         self.policy = EgressPolicy(config.deny_private)
         self.buffered_bytes = 0  # across all sessions, for max_total_body_bytes
         timeout = httpx.Timeout(connect=config.connect_timeout_s, read=None, write=config.timeout_s, pool=None)
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=64)
-        transport = httpx.AsyncHTTPTransport(limits=limits, proxy=config.proxy or None)
-        if not config.proxy:
-            # Resolve, check and connect to the checked address for every connection.
-            transport._pool = httpcore.AsyncConnectionPool(
-                max_connections=max_connections,
-                max_keepalive_connections=64,
-                keepalive_expiry=5.0,
-                network_backend=EgressBackend(self.policy),
-            )
+        backend = EgressBackend(self.policy)
+
+        def shard() -> httpx.AsyncBaseTransport:
+            transport = httpx.AsyncHTTPTransport(proxy=config.proxy or None, limits=SHARD_LIMITS)
+            if not config.proxy:
+                # Resolve, check and connect to the checked address for every connection.
+                transport._pool = httpcore.AsyncConnectionPool(
+                    max_connections=None,  # the shard's size bounds it; httpcore's default is 10
+                    max_keepalive_connections=SHARD_LIMITS.max_keepalive_connections,
+                    keepalive_expiry=SHARD_LIMITS.keepalive_expiry,
+                    network_backend=backend,
+                )
+            return transport
+
+        transport = ShardedTransport(shard)
         hooks = {"request": [self._check_proxied]} if config.proxy else {}
         self.client = httpx.AsyncClient(
             transport=transport,

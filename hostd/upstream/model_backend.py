@@ -30,6 +30,7 @@ from hostd.config import Config
 from hostd.errors import HostCallFailed, LimitExceeded
 from hostd.logs import Logger
 from hostd.upstream.headers import PIECE_BYTES, has_header, header_list, header_map
+from hostd.upstream.pool import ShardedTransport
 
 USER_AGENT = f"hostd/{__version__}"
 
@@ -190,9 +191,9 @@ class ModelBackend:
             connect=min(config.http.connect_timeout_s, self.timeout_s), read=None, write=self.timeout_s, pool=None
         )
         # Many model streams may be open at once: never make one wait for a pooled connection.
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=8)
         self.client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(limits=limits),
+            transport=ShardedTransport(lambda: httpx.AsyncHTTPTransport(limits=limits)),
             timeout=timeout,
             follow_redirects=False,
             trust_env=False,
