@@ -192,8 +192,9 @@ class ModelBackend:
         )
         # Many model streams may be open at once: never make one wait for a pooled connection.
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=8)
+        ssl_context = httpx.create_ssl_context()  # shared by every shard
         self.client = httpx.AsyncClient(
-            transport=ShardedTransport(lambda: httpx.AsyncHTTPTransport(limits=limits)),
+            transport=ShardedTransport(lambda: httpx.AsyncHTTPTransport(limits=limits, verify=ssl_context)),
             timeout=timeout,
             follow_redirects=False,
             trust_env=False,
