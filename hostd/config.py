@@ -33,6 +33,7 @@ class HttpConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     max_total_body_bytes: Positive = 512 * MiB
     proxy: str = ""
     deny_private: bool = False
+    ca_file: str = ""  # extra CA bundle (PEM) to trust instead of the default one
 
 
 class ModelConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

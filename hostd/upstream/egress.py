@@ -12,8 +12,9 @@ import ipaddress
 import socket
 from typing import Any
 
-import anyio
 import httpcore
+
+from hostd.upstream.netstream import AsyncioBackend, open_tcp
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -77,15 +78,14 @@ class EgressPolicy:
         self.check(host, address)
 
 
-class EgressBackend(httpcore.AsyncNetworkBackend):
-    """An httpcore network backend that resolves, checks, then connects to a checked address.
+class EgressBackend(AsyncioBackend):
+    """A network backend that resolves, checks, then connects to a checked address.
 
     httpcore keeps the original host name for TLS (SNI) and the Host header.
     """
 
     def __init__(self, policy: EgressPolicy) -> None:
         self.policy = policy
-        self._inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(
         self,
@@ -101,9 +101,7 @@ class EgressBackend(httpcore.AsyncNetworkBackend):
         error: Exception | None = None
         for address in addresses:
             try:
-                return await self._inner.connect_tcp(
-                    str(address), port, timeout=timeout, local_address=local_address, socket_options=socket_options
-                )
+                return await open_tcp(str(address), port, timeout, local_address, socket_options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
                 error = e
         assert error is not None
@@ -116,7 +114,7 @@ class EgressBackend(httpcore.AsyncNetworkBackend):
             pass
         loop = asyncio.get_running_loop()
         try:
-            with anyio.fail_after(timeout):
+            async with asyncio.timeout(timeout):
                 infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except TimeoutError:
             raise httpcore.ConnectTimeout(f"timed out resolving {host}") from None
@@ -130,11 +128,3 @@ class EgressBackend(httpcore.AsyncNetworkBackend):
         if not seen:
             raise httpcore.ConnectError(f"lookup {host}: no addresses")
         return seen
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Any = None
-    ) -> httpcore.AsyncNetworkStream:  # pragma: no cover - hostd never dials Unix sockets over HTTP
-        return await self._inner.connect_unix_socket(path, timeout=timeout, socket_options=socket_options)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)

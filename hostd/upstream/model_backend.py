@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import ssl
 import time
 import urllib.parse
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import anyio
+import httpcore
 import httpx
 import orjson
 
@@ -30,6 +32,7 @@ from hostd.config import Config
 from hostd.errors import HostCallFailed, LimitExceeded
 from hostd.logs import Logger
 from hostd.upstream.headers import PIECE_BYTES, has_header, header_list, header_map
+from hostd.upstream.netstream import AsyncioBackend
 from hostd.upstream.pool import ShardedTransport
 
 USER_AGENT = f"hostd/{__version__}"
@@ -194,7 +197,7 @@ class ModelBackend:
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=8)
         ssl_context = httpx.create_ssl_context()  # shared by every shard
         self.client = httpx.AsyncClient(
-            transport=ShardedTransport(lambda: httpx.AsyncHTTPTransport(limits=limits, verify=ssl_context)),
+            transport=ShardedTransport(lambda: _shard(limits, ssl_context)),
             timeout=timeout,
             follow_redirects=False,
             trust_env=False,
@@ -326,3 +329,16 @@ class ModelBackend:
             if size >= limit:
                 break
         return b"".join(parts)[:limit]
+
+
+def _shard(limits: httpx.Limits, ssl_context: ssl.SSLContext) -> httpx.AsyncBaseTransport:
+    """One pool of the backend's sharded transport, on asyncio streams (see netstream.py)."""
+    transport = httpx.AsyncHTTPTransport(limits=limits, verify=ssl_context)
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=ssl_context,
+        max_connections=None,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=AsyncioBackend(),
+    )
+    return transport
