@@ -105,7 +105,7 @@ def run(settings: Settings) -> dict[str, Any]:
             "serial_p50_us_runs": [r["p50_us"] for r in serial_runs[key]],
             "pipeline_calls_per_s_runs": [r["calls_per_s"] for r in pipeline_runs[key]],
         }
-    ratios: dict[str, dict[str, float]] = {}
+    ratios: dict[str, dict[str, float | None]] = {}
     for key, figures in servers.items():
         if not key.startswith("hostd/"):
             continue
@@ -115,7 +115,10 @@ def run(settings: Settings) -> dict[str, Any]:
             "serial_p99_vs_floor": figures["serial"]["p99_us"] / floor["serial"]["p99_us"],
             "pipeline_vs_floor": figures["pipeline"]["calls_per_s"] / floor["pipeline"]["calls_per_s"],
             # floor CPU per call / hostd CPU per call: the throughput ratio if both had a core to themselves
-            "pipeline_cpu_vs_floor": floor["pipeline_cpu_us_per_call"] / figures["pipeline_cpu_us_per_call"],
+            # (None when a run was too short for the 10 ms CPU clock to see it)
+            "pipeline_cpu_vs_floor": floor["pipeline_cpu_us_per_call"] / figures["pipeline_cpu_us_per_call"]
+            if figures["pipeline_cpu_us_per_call"] > 0 and floor["pipeline_cpu_us_per_call"] > 0
+            else None,
         }
     return {
         "request": "{" + '"jsonrpc":"2.0","id":N,' + LOG_BODY + "}",

@@ -43,7 +43,7 @@ def _calls(data: dict[str, Any]) -> list[str]:
                 _n(figures["pipeline_cpu_us_per_call"], 2),
                 _x(ratio["serial_p50_vs_floor"]) if ratio else "1.00x",
                 _x(ratio["pipeline_vs_floor"]) if ratio else "1.00x",
-                _x(ratio["pipeline_cpu_vs_floor"]) if ratio else "1.00x",
+                (_x(ratio["pipeline_cpu_vs_floor"]) if ratio["pipeline_cpu_vs_floor"] else "n/a") if ratio else "1.00x",
             ]
         )
     head = [
