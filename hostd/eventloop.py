@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable
 
 from hostd.config import Config, ConfigError
@@ -20,9 +21,20 @@ def new_loop(choice: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+def tune_gc() -> None:
+    """Make cyclic GC pauses rare: a daemon holding 10,000 streams has a million live objects,
+    and the default thresholds (a collection every 700 allocations, a full one every time the
+    old generation grows by a quarter) spent seconds scanning them while those streams closed.
+    Objects alive at start are frozen out of collection altogether."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def run_daemon(config: Config, main: Callable[[], Awaitable[int]]) -> int:
     """Run ``main()`` to completion on the configured loop; returns its exit code."""
     loop = new_loop(config.loop)
+    tune_gc()
     try:
         return int(loop.run_until_complete(main()))
     finally:

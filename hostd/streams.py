@@ -149,6 +149,7 @@ class StreamOwner(Protocol):
 
 class Stream(Generic[T]):
     __slots__ = (
+        "abort_upstream",
         "buffer",
         "closed",
         "id",
@@ -174,6 +175,8 @@ class Stream(Generic[T]):
         self.on_close: Callable[[Stream[T]], None] | None = None
         self.closed = False
         self.info: dict[str, Any] = {}
+        # Drops the upstream connection synchronously on close (set once the response is known).
+        self.abort_upstream: Callable[[], None] | None = None
 
 
 class Counters:
@@ -255,6 +258,8 @@ class StreamTable:
         if stream.closed:
             return
         stream.buffer.abort()
+        if stream.abort_upstream is not None:
+            stream.abort_upstream()
         if stream.task is not None and not stream.task.done():
             stream.task.cancel()
         self._remove(stream)

@@ -21,6 +21,7 @@ from hostd.streams import BufferClosed, End, Stream
 from hostd.upstream.egress import EgressDenied
 from hostd.upstream.headers import header_map
 from hostd.upstream.http_client import Sent
+from hostd.upstream.netstream import upstream_aborter
 
 
 class HttpRequestFields(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,7 +46,6 @@ class HttpParams(msgspec.Struct, frozen=True, kw_only=True):
 class StreamParams(msgspec.Struct, frozen=True, kw_only=True):
     stream_id: str = ""
     host_callback_id: str = ""
-
 
 
 async def _send(ctx: CallContext, params: HttpParams) -> Sent:
@@ -100,6 +100,7 @@ async def http_do_stream(ctx: CallContext, params: HttpParams) -> dict[str, Any]
     except BaseException:
         table.close(stream, "request failed")
         raise
+    stream.abort_upstream = upstream_aborter(sent.response)
     table.start(stream, _pump(ctx, stream, sent))
     result: dict[str, Any] = {"status_code": sent.response.status_code}
     headers = header_map(sent.response.headers.raw, sent.dropped_headers)

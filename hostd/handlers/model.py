@@ -31,6 +31,7 @@ from hostd.upstream.model_backend import (
     check_proxy_url,
     response_headers,
 )
+from hostd.upstream.netstream import upstream_aborter
 
 
 class ModelParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,7 +52,6 @@ class ModelParams(msgspec.Struct, frozen=True, kw_only=True):
 class ModelStreamParams(msgspec.Struct, frozen=True, kw_only=True):
     stream_id: str = ""
     host_callback_id: str = ""
-
 
 
 def _open_scope(ctx: CallContext) -> Scope | None:
@@ -168,6 +168,7 @@ async def _produce(
             return
         if ready.done():  # the caller is gone; closing the stream cancels us
             return
+        stream.abort_upstream = upstream_aborter(response)
         ready.set_result(response)
         async with contextlib.aclosing(backend.pieces(response)) as pieces:
             async for piece in pieces:

@@ -175,12 +175,26 @@ class Session:
 
     def eof(self) -> None:
         """The plugin closed its side: stop reading, finish what is running, end."""
-        self._input_ended.set()
+        self._input_end()
 
     def lost(self, exc: Exception | None) -> None:
         """The connection is gone (or a write failed): nothing more can be answered."""
         self._lost = True
+        self._input_end()
+
+    def _input_end(self) -> None:
+        """No more requests: stop reading, close the streams and scopes, run ``on_input_end``.
+
+        Called straight from the transport's callback, so a plugin that disconnects with
+        thousands of open streams has every upstream connection dropped in this one pass,
+        not after its session's task gets its turn on a busy loop.
+        """
+        if self._input_ended.is_set():
+            return
         self._input_ended.set()
+        self._stop_reading()
+        self._end_streams_and_scopes()
+        self._run_input_end()
 
     def pause_writing(self) -> None:
         # The peer is not reading our answers: stop reading its requests until it does.
@@ -209,9 +223,7 @@ class Session:
                     grace = EOF_GRACE_S
                 else:
                     grace = await _first(self._input_ended, shutdown, grace_s)
-                self._stop_reading()
-                self._end_streams_and_scopes()
-                self._run_input_end()
+                self._input_end()  # already done unless the daemon is shutting down
                 if not self._lost and self._tasks:
                     try:
                         async with asyncio.timeout(grace):
