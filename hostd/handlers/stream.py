@@ -44,7 +44,6 @@ class Chunk:
     error: str = ""
 
 
-
 class EmitLink:
     """One emit stream as both ends see it: the table entry, the chunk queue, the scope."""
 
