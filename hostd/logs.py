@@ -8,6 +8,7 @@ counted rather than stalling the event loop.
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import sys
 import threading
@@ -21,9 +22,11 @@ LEVELS = {"trace": 5, "debug": 10, "info": 20, "warn": 30, "warning": 30, "error
 LEVEL_NAMES = {5: "trace", 10: "debug", 20: "info", 30: "warn", 40: "error"}
 
 REDACTED = "[redacted]"
+BATCH_DELAY_S = 0.005
 _SECRET_WORDS = ("authorization", "cookie", "token", "secret", "password", "apikey")
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
     """True for keys whose values must never be logged (case and ``-``/``_`` ignored)."""
     folded = key.lower().replace("-", "").replace("_", "")
@@ -43,10 +46,6 @@ def redact_headers(headers: dict[str, list[str]] | None) -> dict[str, Any]:
     return redact(dict(headers or {}))  # type: ignore[no-any-return]
 
 
-def _timestamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class Logger:
     """The process-wide logger. ``log`` is safe to call from the event loop at any rate."""
 
@@ -58,8 +57,19 @@ class Logger:
         self._max_queued = max_queued
         self._wake = threading.Event()
         self._stopping = False
+        self._second = -1
+        self._second_text = ""
         self._thread = threading.Thread(target=self._drain, name="hostd-log", daemon=True)
         self._thread.start()
+
+    def _timestamp(self) -> str:
+        """UTC with milliseconds, ``2026-11-25T12:00:00.123Z``; the formatted second is reused."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._second_text}.{int((now - second) * 1000):03d}Z"
 
     def set_level(self, level: str) -> None:
         self.threshold = LEVELS.get(level.lower(), 20)
@@ -70,7 +80,7 @@ class Logger:
     def log(self, level: int, msg: str, **fields: Any) -> None:
         if level < self.threshold:
             return
-        record: dict[str, Any] = {"ts": _timestamp(), "level": LEVEL_NAMES.get(level, "debug"), "msg": msg}
+        record: dict[str, Any] = {"ts": self._timestamp(), "level": LEVEL_NAMES.get(level, "debug"), "msg": msg}
         for key, value in fields.items():
             if value is None:
                 continue
@@ -80,7 +90,7 @@ class Logger:
     def emit_record(self, record: dict[str, Any]) -> None:
         """Queue an already-redacted record; a ``ts`` of None is filled in."""
         if record.get("ts") is None:
-            record["ts"] = _timestamp()
+            record["ts"] = self._timestamp()
         if len(self._queue) >= self._max_queued:
             self.dropped += 1
             return
@@ -107,6 +117,10 @@ class Logger:
     def _drain(self) -> None:
         while True:
             self._wake.wait()
+            if not self._stopping:
+                # Let a burst gather: one wake-up and one write per few milliseconds, rather than
+                # a thread switch (and a fight for the GIL) per line.
+                time.sleep(BATCH_DELAY_S)
             self._wake.clear()
             while self._queue:
                 chunk = [self._queue.popleft() for _ in range(min(len(self._queue), 256))]
