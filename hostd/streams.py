@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
@@ -53,13 +52,19 @@ class PieceBuffer(Generic[T]):
     readers are served in arrival order.
     """
 
-    __slots__ = ("_capacity", "_end", "_getters", "_items", "_putters")
+    __slots__ = ("_capacity", "_end", "_getters", "_items", "_merge", "_putters")
 
-    def __init__(self, capacity: int) -> None:
-        self._items: deque[T] = deque()
+    def __init__(self, capacity: int, merge: int = 0) -> None:
+        # Lists, not deques: each holds a handful of entries, and an empty deque costs
+        # ~600 bytes against a list's 56 (~1.9 KiB per stream, 19 MiB for 10,000).
+        self._items: list[T] = []
         self._capacity = capacity
-        self._getters: deque[asyncio.Future[None]] = deque()
-        self._putters: deque[asyncio.Future[None]] = deque()
+        self._getters: list[asyncio.Future[None]] = []
+        self._putters: list[asyncio.Future[None]] = []
+        # > 0 (bytes pieces): a piece put while the previous one still waits is appended
+        # to it, up to this size, so one read takes every small piece (SSE events) that is
+        # available: "whatever is available, at most 32 KiB, never waiting to fill".
+        self._merge = merge
         self._end: End | None = None
 
     @property
@@ -70,6 +75,12 @@ class PieceBuffer(Generic[T]):
         return len(self._items)
 
     async def put(self, item: T) -> None:
+        items = self._items
+        if self._merge and items and self._end is None:
+            last: Any = items[-1]
+            if len(last) + len(item) <= self._merge:  # type: ignore[arg-type]
+                items[-1] = last + item  # its reader was woken when it was put
+                return
         while len(self._items) >= self._capacity and self._end is None:
             await self._wait(self._putters)
         if self._end is not None:
@@ -81,7 +92,7 @@ class PieceBuffer(Generic[T]):
         while not self._items and self._end is None:
             await self._wait(self._getters)
         if self._items:
-            item = self._items.popleft()
+            item = self._items.pop(0)
             _wake_one(self._putters)
             if self._items or self._end is not None:
                 _wake_one(self._getters)
@@ -104,7 +115,7 @@ class PieceBuffer(Generic[T]):
         _wake_all(self._getters)
         _wake_all(self._putters)
 
-    async def _wait(self, waiters: deque[asyncio.Future[None]]) -> None:
+    async def _wait(self, waiters: list[asyncio.Future[None]]) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiters.append(fut)
         try:
@@ -120,17 +131,17 @@ class PieceBuffer(Generic[T]):
             raise
 
 
-def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:
+def _wake_one(waiters: list[asyncio.Future[None]]) -> None:
     while waiters:
-        fut = waiters.popleft()
+        fut = waiters.pop(0)
         if not fut.done():
             fut.set_result(None)
             return
 
 
-def _wake_all(waiters: deque[asyncio.Future[None]]) -> None:
+def _wake_all(waiters: list[asyncio.Future[None]]) -> None:
     while waiters:
-        fut = waiters.popleft()
+        fut = waiters.pop(0)
         if not fut.done():
             fut.set_result(None)
 
@@ -167,7 +178,7 @@ class Stream(Generic[T]):
         self.id = secrets.token_hex(16)
         self.kind = kind
         self.owner = owner
-        self.buffer: PieceBuffer[T] = PieceBuffer(capacity)
+        self.buffer: PieceBuffer[T] = PieceBuffer(capacity, PIECE_BYTES if kind == "model" else 0)
         self.task: asyncio.Task[Any] | None = None
         self.last_active = time.monotonic()
         self.reading = 0

@@ -378,3 +378,32 @@ async def test_a_pending_read_keeps_a_stream_from_being_reaped(short_tmp: Path, 
         assert not reading.done()
         release.set()
         assert await reading == {"done": True}
+
+
+async def test_closing_a_finished_stream_leaves_its_pooled_connection_alone(
+    hostd: HostdProcess, upstream: Upstream
+) -> None:
+    """Regression: closing stream A after its body was fully read aborted A's old connection,
+    which the pool had already handed to stream B."""
+    release = asyncio.Event()
+    held_route(upstream, "/held", [b"first"], release)
+
+    @upstream.route("/small")
+    async def small(_: Request) -> Response:
+        return Response(200, body=b"0123456789")
+
+    async with await hostd.connect() as c:
+        a = await c.call("host.http.do_stream", {"url": upstream.url + "/small"}, timeout=5)
+        # A's producer took the whole body (and released the connection) before this answer.
+        assert await c.call("host.http.stream_read", {"stream_id": a["stream_id"]}, timeout=5) == {
+            "payload": b64(b"0123456789")
+        }
+        await c.call("host.log", timeout=5)
+        b = await c.call("host.http.do_stream", {"url": upstream.url + "/held"}, timeout=5)
+        assert upstream.total_connections == 1  # B reuses A's connection
+        assert await c.call("host.http.stream_close", {"stream_id": a["stream_id"]}, timeout=5) == {}
+        assert await c.call("host.http.stream_read", {"stream_id": b["stream_id"]}, timeout=5) == {
+            "payload": b64(b"first")
+        }
+        release.set()
+        assert await c.call("host.http.stream_read", {"stream_id": b["stream_id"]}, timeout=5) == {"done": True}

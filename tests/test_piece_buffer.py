@@ -70,3 +70,13 @@ async def test_abort_drops_pieces_and_fails_a_waiting_put() -> None:
         await blocked
     assert await buf.get() is ABORTED
     assert await reader is ENDED
+
+
+async def test_merging_buffer_hands_a_reader_everything_available_up_to_the_limit() -> None:
+    buf: PieceBuffer[bytes] = PieceBuffer(4, merge=8)
+    for piece in (b"ab", b"cd", b"efgh", b"ij"):
+        await buf.put(piece)
+    assert await buf.get() == b"abcdefgh"  # three small pieces that waited: one read
+    assert await buf.get() == b"ij"  # would have passed the limit: kept apart
+    await buf.put(b"k")
+    assert await buf.get() == b"k"  # nothing waits to fill a piece

@@ -17,6 +17,7 @@ import msgspec
 
 from hostd.errors import Forbidden, HostCallFailed
 from hostd.handlers.base import CallContext, host_method
+from hostd.rpc.messages import b64
 from hostd.streams import BufferClosed, End, Stream
 from hostd.upstream.egress import EgressDenied
 from hostd.upstream.headers import header_map
@@ -147,7 +148,7 @@ async def http_stream_read(ctx: CallContext, params: StreamParams) -> dict[str, 
         if item.error:
             return {"error": item.error, "done": True}
         return {"done": True}
-    return {"payload": item}
+    return {"payload": b64(item)}
 
 
 @host_method("host.http.stream_close", StreamParams, "host http stream close", inline=True)

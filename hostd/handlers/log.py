@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from hostd.errors import InvalidParams
 from hostd.handlers.base import CallContext, host_method
 from hostd.logs import LEVEL_NAMES, LEVELS, REDACTED, is_secret_key, redact
 
@@ -15,13 +16,32 @@ _EMPTY: dict[str, Any] = {}  # never mutated: encoded as the result {}
 class LogParams(msgspec.Struct, frozen=True, kw_only=True):
     level: str = ""
     message: str = ""
-    fields: dict[str, Any] | None = None
+    # Raw JSON: a call below the log level (the common case) never builds the dict.
+    fields: msgspec.Raw = msgspec.Raw(b"")
     host_callback_id: str = ""
+
+
+class _Fields(msgspec.Struct):
+    fields: dict[str, Any] | None = None
+
+
+_fields_decoder = msgspec.json.Decoder(_Fields)
+
+
+def _decode_fields(raw: bytes) -> dict[str, Any] | None:
+    """``fields`` as the struct used to decode it, with the same error (``at `$.fields```)."""
+    try:
+        return _fields_decoder.decode(b'{"fields":' + raw + b"}").fields
+    except msgspec.ValidationError as e:
+        raise InvalidParams(f"decode host log request: {e}") from None
 
 
 @host_method("host.log", LogParams, "host log", inline=True)
 def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
     logger = ctx.services.logger
+    raw = bytes(params.fields)
+    if raw[:1] not in (b"", b"{", b"n"):  # not an object or null: the decode error, as before
+        _decode_fields(raw)
     level = LEVELS.get(params.level.strip().lower(), 10)
     if level < logger.threshold:
         return _EMPTY
@@ -34,7 +54,7 @@ def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
     }
     if ctx.request_id:
         record["request_id"] = ctx.request_id
-    for key, value in (params.fields or {}).items():
+    for key, value in ((_decode_fields(raw) if raw else None) or {}).items():
         key = key.strip()
         if key and key not in record:
             record[key] = REDACTED if is_secret_key(key) else redact(value)

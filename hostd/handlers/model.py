@@ -22,6 +22,7 @@ import msgspec
 
 from hostd.errors import HostCallFailed, HostError
 from hostd.handlers.base import CallContext, host_method
+from hostd.rpc.messages import b64
 from hostd.scopes import Scope
 from hostd.streams import BufferClosed, End, Stream, StreamTable
 from hostd.upstream.model_backend import (
@@ -203,7 +204,7 @@ async def model_stream_read(ctx: CallContext, params: ModelStreamParams) -> dict
     item = await table.read(stream)
     if isinstance(item, End):
         return {"payload": None, "error": item.error, "done": True}
-    return {"payload": item, "error": "", "done": False}
+    return {"payload": b64(item), "error": "", "done": False}
 
 
 @host_method("host.model.stream_close", ModelStreamParams, "host model stream close", inline=True)

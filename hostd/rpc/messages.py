@@ -114,6 +114,19 @@ class _Notification(msgspec.Struct):
 
 _encode = msgspec.json.Encoder().encode
 
+try:  # SIMD base64: a 32 KiB piece in ~2 us instead of msgspec's ~35 us (pip install 'hostd[fast]')
+    from pybase64 import b64encode as _fast_b64encode  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # pragma: no cover - msgspec encodes bytes itself
+    _fast_b64encode = None  # type: ignore[assignment,unused-ignore]
+
+
+def b64(data: bytes) -> bytes | msgspec.Raw:
+    """A byte field of a result: ``data`` itself (msgspec writes it as base64), or, with
+    pybase64 installed, the JSON string already made (base64 never needs escaping)."""
+    if _fast_b64encode is None:
+        return data
+    return msgspec.Raw(b'"' + _fast_b64encode(data) + b'"')
+
 
 def encode_result(id_: RequestId | None, result: Any) -> bytes:
     return _encode(_Result("2.0", id_, result))

@@ -33,9 +33,8 @@ class _CountedStream(httpx.AsyncByteStream):
         self._inner = inner
         self._shard: _Shard | None = shard
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
-            yield chunk
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._inner.__aiter__()  # the inner iterator itself: no generator frame per open stream
 
     async def aclose(self) -> None:
         shard, self._shard = self._shard, None
