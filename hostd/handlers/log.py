@@ -28,6 +28,9 @@ class _Fields(msgspec.Struct):
 _fields_decoder = msgspec.json.Decoder(_Fields)
 
 
+_OBJECT_OR_NULL = frozenset(b"{n")
+
+
 def _decode_fields(raw: bytes) -> dict[str, Any] | None:
     """``fields`` as the struct used to decode it, with the same error (``at `$.fields```)."""
     try:
@@ -39,10 +42,12 @@ def _decode_fields(raw: bytes) -> dict[str, Any] | None:
 @host_method("host.log", LogParams, "host log", inline=True)
 def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
     logger = ctx.services.logger
-    raw = bytes(params.fields)
-    if raw[:1] not in (b"", b"{", b"n"):  # not an object or null: the decode error, as before
-        _decode_fields(raw)
-    level = LEVELS.get(params.level.strip().lower(), 10)
+    raw = params.fields
+    if raw and memoryview(raw)[0] not in _OBJECT_OR_NULL:  # the decode error, as before
+        _decode_fields(bytes(raw))
+    level = LEVELS.get(params.level)  # the usual spelling first: no strip/lower per call
+    if level is None:
+        level = LEVELS.get(params.level.strip().lower(), 10)
     if level < logger.threshold:
         return _EMPTY
     record: dict[str, Any] = {
@@ -54,7 +59,7 @@ def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
     }
     if ctx.request_id:
         record["request_id"] = ctx.request_id
-    for key, value in ((_decode_fields(raw) if raw else None) or {}).items():
+    for key, value in ((_decode_fields(bytes(raw)) if raw else None) or {}).items():
         key = key.strip()
         if key and key not in record:
             record[key] = REDACTED if is_secret_key(key) else redact(value)

@@ -159,6 +159,7 @@ class Session:
             self._early.append(data)
             return
         decode = envelope_decoder.decode
+        reply = self._out.append  # answered within this call: the flush below writes them
         for line in self._framer.feed(data):
             if line is None:
                 self._write(encode_error(None, InvalidRequest("message too large")))
@@ -168,7 +169,7 @@ class Session:
                 except msgspec.DecodeError:
                     self._handle_line(line)  # the slow path words the error
                 else:
-                    self._dispatch(env, self._write, None)
+                    self._dispatch(env, reply, None)
             else:
                 self._handle_line(line)
         self._flush()
@@ -378,6 +379,8 @@ class Session:
         self.in_flight += 1
         self._idle.clear()
         assert self._tg is not None
+        if answer is not None and batch is None:
+            answer = self._write  # answered later: schedule its own flush
         task = self._tg.create_task(self._run(method, ctx, params, rid, answer, batch))
         self._tasks.add(task)
         if rid is not None:
