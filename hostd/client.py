@@ -37,7 +37,12 @@ class ConnectionClosed(ConnectionError):
 
 
 class Client:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, answer_unknown: bool = False
+    ) -> None:
+        """``answer_unknown``: answer hostd's requests for methods with no handler with -32601
+        (what a plugin wants); otherwise they are queued for :meth:`read_message` (tests)."""
+        self.answer_unknown = answer_unknown
         self.reader = reader
         self.writer = writer
         self._ids = itertools.count(1)
@@ -45,6 +50,7 @@ class Client:
         self.handlers: dict[str, Handler] = {}
         self.notifications: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._serving: dict[Any, asyncio.Task[None]] = {}  # requests from hostd by id
         self._reader_task = asyncio.create_task(self._read_loop(), name="hostd-client-reader")
         self.closed = asyncio.Event()
 
@@ -135,7 +141,13 @@ class Client:
                         else:
                             fut.set_result(message.get("result"))
                         continue
-                if isinstance(message, dict) and message.get("method") in self.handlers:
+                method = message.get("method") if isinstance(message, dict) else None
+                if method == "$/cancelRequest" and "id" not in message:
+                    serving = self._serving.get((message.get("params") or {}).get("id"))
+                    if serving is not None:
+                        serving.cancel()
+                        continue
+                if method in self.handlers or (self.answer_unknown and isinstance(method, str) and "id" in message):
                     task = asyncio.create_task(self._serve(message))
                     self._handler_tasks.add(task)
                     task.add_done_callback(self._handler_tasks.discard)
@@ -150,20 +162,32 @@ class Client:
                     fut.set_exception(ConnectionClosed("hostd closed the connection"))
 
     async def _serve(self, message: dict[str, Any]) -> None:
-        handler = self.handlers[message["method"]]
+        handler = self.handlers.get(message["method"])
         rid = message.get("id")
+        task = asyncio.current_task()
+        if rid is not None and task is not None:
+            self._serving[rid] = task
         try:
+            if handler is None:
+                raise RpcError({"code": -32601, "message": f"method not found: {message['method']}"})
             result = await handler(message.get("params") or {})
             answer: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "result": result}
+        except asyncio.CancelledError:
+            if task is None or task.uncancel() > 0 or self.closed.is_set():
+                raise  # the client is closing, not a $/cancelRequest
+            answer = {"jsonrpc": "2.0", "id": rid, "error": {"code": -32800, "message": "request cancelled"}}
         except RpcError as e:
             answer = {"jsonrpc": "2.0", "id": rid, "error": e.error}
         except Exception as e:
             answer = {"jsonrpc": "2.0", "id": rid, "error": {"code": -32000, "message": str(e)}}
+        finally:
+            self._serving.pop(rid, None)
         if rid is not None:
             with contextlib.suppress(ConnectionError):
                 await self.send(answer)
 
     async def aclose(self) -> None:
+        self.closed.set()  # handlers cancelled from here on are not answered
         for task in list(self._handler_tasks):
             task.cancel()
         with contextlib.suppress(Exception):
