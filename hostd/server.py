@@ -242,17 +242,8 @@ class _Accepted(SessionProtocol):
         self.session.attach(transport, transport)
         self.daemon.start_session(self.session)
 
-    def data_received(self, data: bytes) -> None:
-        if self.session is not None:
-            self.session.feed(data)
-
-    def eof_received(self) -> bool:
-        if self.session is not None:
-            self.session.eof()
-        return True
-
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.session is not None:
+        if self.session is not None:  # None: refused in connection_made (nothing is read after)
             self.session.lost(exc)
 
 

@@ -28,14 +28,24 @@ class StartupError(Exception):
     """hostd cannot start: the socket is in use, a path is too long, permissions (exit 1)."""
 
 
-class SessionProtocol(asyncio.Protocol):
-    """Connects one socket (or the read side of a pipe) to a session."""
+class _WritePipeProtocol(asyncio.BaseProtocol):
+    """The writing half of a session's transport: flow control and loss."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.lost(exc)
+
+    def pause_writing(self) -> None:
+        self.session.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.session.resume_writing()
+
+
+class SessionProtocol(_WritePipeProtocol, asyncio.Protocol):
+    """Connects one socket (or the read side of a pipe) to a session."""
 
     def data_received(self, data: bytes) -> None:
         self.session.feed(data)
@@ -43,29 +53,6 @@ class SessionProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.session.eof()
         return True  # keep the write side open to answer what is in flight
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.session.lost(exc)
-
-    def pause_writing(self) -> None:
-        self.session.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.session.resume_writing()
-
-
-class _WritePipeProtocol(asyncio.BaseProtocol):
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.session.lost(exc)
-
-    def pause_writing(self) -> None:
-        self.session.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.session.resume_writing()
 
 
 class _BlockingOutput:
