@@ -153,7 +153,7 @@ class Daemon:
                 for sock in control_socks:
                     await self._serve_socket(sock, "control", control_methods())
                 stdio = None
-                if self.config.listen == "stdio" and not plugin_socks:
+                if stdio_session is not None or (self.config.listen == "stdio" and not plugin_socks):
                     stdio = Session(self.services, plugin_methods(), name=self.config.name)
                     release = await attach_stdio(stdio, *stdio_fds)
                     stdio.on_close.append(lambda _s: release())
