@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import signal
 from collections.abc import Awaitable, Callable
 
 from hostd.config import Config, ConfigError
@@ -38,4 +39,8 @@ def run_daemon(config: Config, main: Callable[[], Awaitable[int]]) -> int:
     try:
         return int(loop.run_until_complete(main()))
     finally:
+        # Shutdown is done: a repeated SIGTERM/SIGINT must not turn the clean exit into a kill
+        # once the loop (and its signal handlers) are gone.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         loop.close()
