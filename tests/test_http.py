@@ -407,3 +407,42 @@ async def test_closing_a_finished_stream_leaves_its_pooled_connection_alone(
         }
         release.set()
         assert await c.call("host.http.stream_read", {"stream_id": b["stream_id"]}, timeout=5) == {"done": True}
+
+
+async def test_bodies_buffered_across_calls_are_bounded_by_max_total_body_bytes(
+    short_tmp: Path, upstream: Upstream
+) -> None:
+    release = asyncio.Event()
+    sent_first = asyncio.Event()
+    halves = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal halves
+        yield b"x" * 4000
+        halves += 1
+        if halves == 2:
+            sent_first.set()
+        await release.wait()
+        yield b"y" * 1000
+
+    @upstream.route("/half")
+    async def half(_: Request) -> Response:
+        return Response(200, chunks=body())
+
+    config = short_tmp / "hostd.toml"
+    config.write_text("[http]\nmax_body_bytes = 5000\nmax_total_body_bytes = 6000\n")
+    async with running_hostd(short_tmp, "--config", str(config)) as hp, await hp.connect() as c:
+        calls = [
+            asyncio.ensure_future(c.call("host.http.do", {"url": upstream.url + "/half"}, timeout=10)) for _ in range(2)
+        ]
+        async with asyncio.timeout(10):
+            await sent_first.wait()
+            done, _ = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
+        refused = done.pop()
+        with pytest.raises(RpcError) as e:
+            await refused
+        assert e.value.code == -32001
+        assert "max_total_body_bytes" in e.value.message
+        release.set()
+        other = calls[1] if refused is calls[0] else calls[0]
+        assert len(unb64((await other)["Body"])) == 5000
