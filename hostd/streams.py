@@ -190,6 +190,17 @@ class Stream(Generic[T]):
         self.abort_upstream: Callable[[], None] | None = None
 
 
+async def read_counted(stream: Stream[Any], buffer: PieceBuffer[T]) -> T | End:
+    """``buffer.get()`` with ``stream`` counted as read: a pending read keeps it from being
+    reaped, and each finished one restarts its idle clock."""
+    stream.reading += 1
+    try:
+        return await buffer.get()
+    finally:
+        stream.reading -= 1
+        stream.last_active = time.monotonic()
+
+
 class Counters:
     """Daemon-wide totals reported by ``hostd.status``."""
 
@@ -248,18 +259,9 @@ class StreamTable:
             return None
         return stream
 
-    def lookup(self, stream_id: str) -> Stream[Any] | None:
-        """Any open stream by id, whoever owns it (for the host side of emit streams)."""
-        return self._streams.get(stream_id)
-
     async def read(self, stream: Stream[T]) -> T | End:
         """Wait for the next piece; at the end the stream leaves the table."""
-        stream.reading += 1
-        try:
-            item = await stream.buffer.get()
-        finally:
-            stream.reading -= 1
-            stream.last_active = time.monotonic()
+        item = await read_counted(stream, stream.buffer)
         if isinstance(item, End):
             self._remove(stream)
         return item

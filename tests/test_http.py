@@ -178,18 +178,6 @@ async def test_do_body_over_max_body_bytes_is_limit_exceeded(short_tmp: Path, up
 # host.http.do_stream -----------------------------------------------------------------
 
 
-def held_route(upstream: Upstream, path: str, chunks: list[bytes], release: asyncio.Event | None = None) -> None:
-    async def body() -> AsyncIterator[bytes]:
-        for chunk in chunks:
-            yield chunk
-        if release is not None:
-            await release.wait()
-
-    @upstream.route(path)
-    async def route(_: Request) -> Response:
-        return Response(200, [("X-Stream", "yes")], chunks=body())
-
-
 async def read_all(c: Any, sid: str) -> tuple[bytes, dict[str, Any]]:
     data = b""
     while True:
@@ -202,7 +190,7 @@ async def read_all(c: Any, sid: str) -> tuple[bytes, dict[str, Any]]:
 
 async def test_do_stream_returns_at_headers_and_reads_to_done(hostd: HostdProcess, upstream: Upstream) -> None:
     body = bytes(range(256)) * 600  # 150 KiB: several pieces
-    held_route(upstream, "/s", [body[:1000], body[1000:]])
+    upstream.hold("/s", [body[:1000], body[1000:]])
     async with await hostd.connect() as c:
         opened = await c.call("host.http.do_stream", {"url": upstream.url + "/s"}, timeout=5)
         assert opened["status_code"] == 200
@@ -220,7 +208,7 @@ async def test_stream_read_returns_what_is_available_without_waiting_to_fill(
     hostd: HostdProcess, upstream: Upstream
 ) -> None:
     release = asyncio.Event()
-    held_route(upstream, "/trickle", [b"tiny"], release)
+    upstream.hold("/trickle", [b"tiny"], release)
     async with await hostd.connect() as c:
         sid = (await c.call("host.http.do_stream", {"url": upstream.url + "/trickle"}, timeout=5))["stream_id"]
         assert await c.call("host.http.stream_read", {"stream_id": sid}, timeout=5) == {"payload": b64(b"tiny")}
@@ -242,7 +230,7 @@ async def test_stream_read_errors(hostd: HostdProcess) -> None:
 
 async def test_another_sessions_stream_is_not_open(hostd: HostdProcess, upstream: Upstream) -> None:
     release = asyncio.Event()
-    held_route(upstream, "/mine", [b"secret"], release)
+    upstream.hold("/mine", [b"secret"], release)
     async with await hostd.connect() as owner, await hostd.connect() as other:
         sid = (await owner.call("host.http.do_stream", {"url": upstream.url + "/mine"}, timeout=5))["stream_id"]
         with pytest.raises(RpcError) as e:
@@ -256,7 +244,7 @@ async def test_another_sessions_stream_is_not_open(hostd: HostdProcess, upstream
 
 async def test_stream_close_drops_the_upstream_connection(hostd: HostdProcess, upstream: Upstream) -> None:
     release = asyncio.Event()
-    held_route(upstream, "/held", [b"a"], release)
+    upstream.hold("/held", [b"a"], release)
     async with await hostd.connect() as c:
         sid = (await c.call("host.http.do_stream", {"url": upstream.url + "/held"}, timeout=5))["stream_id"]
         await upstream.wait_for(lambda: upstream.open_connections == 1)
@@ -326,7 +314,7 @@ async def test_slow_reader_holds_the_upstream_back(hostd: HostdProcess, upstream
 
 async def test_disconnect_closes_every_stream_and_upstream_connection(hostd: HostdProcess, upstream: Upstream) -> None:
     release = asyncio.Event()
-    held_route(upstream, "/held", [b"a"], release)
+    upstream.hold("/held", [b"a"], release)
     c = await hostd.connect()
     count = 80  # more than one of the client's connection-pool shards
     opened = await asyncio.gather(
@@ -341,7 +329,7 @@ async def test_disconnect_closes_every_stream_and_upstream_connection(hostd: Hos
 
 async def test_max_streams_is_limit_exceeded(short_tmp: Path, upstream: Upstream) -> None:
     release = asyncio.Event()
-    held_route(upstream, "/held", [b"a"], release)
+    upstream.hold("/held", [b"a"], release)
     async with running_hostd(short_tmp, "--max-streams", "2") as hp, await hp.connect() as c:
         first = await c.call("host.http.do_stream", {"url": upstream.url + "/held"}, timeout=5)
         await c.call("host.http.do_stream", {"url": upstream.url + "/held"}, timeout=5)
@@ -356,7 +344,7 @@ async def test_max_streams_is_limit_exceeded(short_tmp: Path, upstream: Upstream
 
 async def test_idle_stream_is_reaped(short_tmp: Path, upstream: Upstream) -> None:
     release = asyncio.Event()
-    held_route(upstream, "/held", [b"a"], release)
+    upstream.hold("/held", [b"a"], release)
     async with running_hostd(short_tmp, "--stream-idle-timeout", "0.2") as hp, await hp.connect() as c:
         sid = (await c.call("host.http.do_stream", {"url": upstream.url + "/held"}, timeout=5))["stream_id"]
         await hp.wait_log("idle stream reaped")
@@ -368,7 +356,7 @@ async def test_idle_stream_is_reaped(short_tmp: Path, upstream: Upstream) -> Non
 
 async def test_a_pending_read_keeps_a_stream_from_being_reaped(short_tmp: Path, upstream: Upstream) -> None:
     release = asyncio.Event()
-    held_route(upstream, "/held", [], release)
+    upstream.hold("/held", [], release)
     async with running_hostd(short_tmp, "--stream-idle-timeout", "0.2") as hp, await hp.connect() as c:
         sid = (await c.call("host.http.do_stream", {"url": upstream.url + "/held"}, timeout=5))["stream_id"]
         reading = asyncio.ensure_future(c.call("host.http.stream_read", {"stream_id": sid}, timeout=10))
@@ -386,7 +374,7 @@ async def test_closing_a_finished_stream_leaves_its_pooled_connection_alone(
     """Regression: closing stream A after its body was fully read aborted A's old connection,
     which the pool had already handed to stream B."""
     release = asyncio.Event()
-    held_route(upstream, "/held", [b"first"], release)
+    upstream.hold("/held", [b"first"], release)
 
     @upstream.route("/small")
     async def small(_: Request) -> Response:

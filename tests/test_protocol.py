@@ -11,7 +11,7 @@ import pytest
 
 from hostd.client import Client, RpcError
 from tests.support.hostd_proc import HostdProcess, running_hostd
-from tests.support.upstream import Request, Response, Upstream
+from tests.support.upstream import Upstream
 
 pytestmark = pytest.mark.anyio
 
@@ -229,14 +229,7 @@ async def test_requests_run_concurrently_a_blocked_read_does_not_delay_log(
 ) -> None:
     release = asyncio.Event()
 
-    async def hold() -> Any:
-        yield b"first"
-        await release.wait()
-        yield b"second"
-
-    @upstream.route("/hold")
-    async def route(_: Request) -> Response:
-        return Response(200, chunks=hold())
+    upstream.hold("/hold", [b"first"], release, [b"second"])
 
     async with await hostd.connect() as c:
         opened = await c.call("host.http.do_stream", {"url": upstream.url + "/hold"}, timeout=5)
@@ -252,13 +245,7 @@ async def test_requests_run_concurrently_a_blocked_read_does_not_delay_log(
 async def test_cancel_request_answers_32800_and_keeps_the_stream(hostd: HostdProcess, upstream: Upstream) -> None:
     release = asyncio.Event()
 
-    async def hold() -> Any:
-        await release.wait()
-        yield b"data"
-
-    @upstream.route("/hold")
-    async def route(_: Request) -> Response:
-        return Response(200, chunks=hold())
+    upstream.hold("/hold", [], release, [b"data"])
 
     async with await hostd.connect() as c:
         sid = (await c.call("host.http.do_stream", {"url": upstream.url + "/hold"}, timeout=5))["stream_id"]
@@ -284,13 +271,7 @@ async def test_cancel_of_unknown_request_is_ignored(hostd: HostdProcess) -> None
 async def test_in_flight_limit_answers_32001_and_drops_notifications(short_tmp: Path, upstream: Upstream) -> None:
     release = asyncio.Event()
 
-    async def hold() -> Any:
-        await release.wait()
-        yield b"x"
-
-    @upstream.route("/hold")
-    async def route(_: Request) -> Response:
-        return Response(200, chunks=hold())
+    upstream.hold("/hold", [], release, [b"x"])
 
     async with running_hostd(short_tmp, "--max-in-flight", "2") as hp, await hp.connect() as c:
         sid = (await c.call("host.http.do_stream", {"url": upstream.url + "/hold"}, timeout=5))["stream_id"]

@@ -27,7 +27,7 @@ import msgspec
 from hostd.errors import HostCallFailed
 from hostd.handlers.base import CallContext, host_method
 from hostd.handlers.hostd import EMIT_QUEUE
-from hostd.streams import BufferClosed, End, PieceBuffer, Stream
+from hostd.streams import BufferClosed, End, PieceBuffer, Stream, read_counted
 
 if TYPE_CHECKING:
     from hostd.rpc.session import Session
@@ -89,13 +89,7 @@ class EmitLink:
         self.stream.last_active = time.monotonic()
 
     async def read(self) -> dict[str, Any]:
-        stream = self.stream
-        stream.reading += 1
-        try:
-            item = await self.chunks.get()
-        finally:
-            stream.reading -= 1
-            stream.last_active = time.monotonic()
+        item = await read_counted(self.stream, self.chunks)
         if isinstance(item, End):
             self.release()
             if item.aborted:

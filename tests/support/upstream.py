@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from tests.support.loopback import LoopbackServer
@@ -51,6 +51,25 @@ class Upstream(LoopbackServer):
         self.open_connections = 0
         self.total_connections = 0
         self.dropped = 0  # connections the client closed while we were still sending
+
+    def hold(
+        self, path: str, before: list[bytes], release: asyncio.Event | None = None, after: list[bytes] | None = None
+    ) -> None:
+        """Route ``path`` to a streamed answer: ``before`` at once, then, once ``release`` is
+        set, ``after`` and the end (never, without ``release``)."""
+
+        async def body() -> AsyncIterator[bytes]:
+            for chunk in before:
+                yield chunk
+            if release is not None:
+                await release.wait()
+            for chunk in after or []:
+                yield chunk
+
+        async def answer(_: Request) -> Response:
+            return Response(200, [("X-Stream", "yes")], chunks=body())
+
+        self.routes[path] = answer
 
     def route(self, path: str) -> Callable[[Route], Route]:
         def wrap(fn: Route) -> Route:
