@@ -24,6 +24,12 @@ class LimitsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_streams: Positive = 1024
     stream_idle_timeout_s: Seconds = 300.0
     stream_buffer_pieces: Positive = 4
+    max_batch: Positive = 1024
+    max_sessions: Positive = 1024
+    max_output_bytes: Positive = 768 * MiB
+    max_answer_bytes: Positive = 128 * MiB
+    max_total_input_bytes: Positive = 1024 * MiB
+    max_total_output_bytes: Positive = 2048 * MiB
 
 
 class HttpConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -45,6 +51,14 @@ class ModelConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 class AuthConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     dir: str = "~/.cli-proxy-api"
+    max_file_bytes: Positive = 1 * MiB
+
+
+class LogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    max_line_bytes: Positive = 64 * 1024
+    max_queue_bytes: Positive = 8 * MiB
+    plugin_lines_per_s: Positive = 1000
+    plugin_burst: Positive = 2000
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -60,6 +74,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     http: HttpConfig = HttpConfig()
     model: ModelConfig = ModelConfig()
     auth: AuthConfig = AuthConfig()
+    log: LogConfig = LogConfig()
 
     @property
     def socket_mode_bits(self) -> int:
