@@ -1,60 +1,46 @@
-"""An example executor plugin: answers ``executor.execute_stream`` at once and streams from a task.
+"""The executor example: streams a model's answer back to the host side through an emit stream.
 
-Run it under hostd as the proxy would::
+The host side invokes ``executor.execute_stream`` with ``stream: true`` (hostd adds
+``host_callback_id`` and ``stream_id``)::
 
-    hostd run --control unix:/run/hostd/control.sock --name example-executor -- \
-        python plugins/python/examples/executor.py
+    hostd invoke --stream --plugin demo-executor-python executor.execute_stream \
+        '{"model": "gpt-4o-mini", "prompt": "Say hello"}'
 
-or let it connect to a running ``hostd serve --listen unix:PATH`` with ``HOSTD_SOCKET=unix:PATH``.
-
-Methods (what the host side sends through ``hostd.invoke``):
-
-- ``executor.execute {"prompt": str}`` → ``{"text": "echo: <prompt>"}``, logging through
-  ``host.log`` under the call's ``host_callback_id``.
-- ``executor.execute_stream {"count": int = 100, "prompt": str}`` → ``{"accepted": true}`` at
-  once; then ``count`` chunks ``"<i> <prompt>\\n"`` are emitted to ``stream_id`` from a
-  background task, and the stream is closed.
+The plugin answers ``{}`` at once (the host side learns the stream id from that answer), then,
+in the background, opens ``host.model.execute_stream`` (OpenAI chat completions, ``stream:
+true``, under the call's ``host_callback_id``), reads every piece with
+``host.model.stream_read`` and emits each one unchanged with ``host.stream.emit``; at the end it
+calls ``host.stream.close``, and on an error ``host.stream.close`` with the error's text.
+``Plugin.stream_method`` does the answering, the closing and the error path.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+try:
+    from hostd_plugin import Emitter, Plugin
+except ImportError:  # run from a checkout, without `pip install ./plugins/python`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from hostd_plugin import Emitter, Plugin
 
-from hostd_plugin import Plugin, RpcError
-
-plugin = Plugin("example-executor")
-
-
-@plugin.method("executor.execute")
-async def execute(params: dict[str, Any]) -> dict[str, Any]:
-    prompt = str(params.get("prompt", ""))
-    await plugin.log("execute", host_callback_id=params.get("host_callback_id", ""), prompt_chars=len(prompt))
-    return {"text": f"echo: {prompt}"}
+PLUGIN_ID = "demo-executor-python"
+plugin = Plugin(PLUGIN_ID)
 
 
-@plugin.method("executor.execute_stream")
-async def execute_stream(params: dict[str, Any]) -> dict[str, Any]:
-    stream_id = params["stream_id"]
-    count = int(params.get("count", 100))
-    prompt = str(params.get("prompt", ""))
-
-    async def produce() -> None:
-        try:
-            for i in range(count):
-                await plugin.emit(stream_id, f"{i} {prompt}\n".encode())
-        except RpcError as e:  # the host side closed the stream: stop producing
-            print(f"stream {stream_id} ended early: {e.message}", file=sys.stderr)
-            return
-        await plugin.close_stream(stream_id)
-
-    # Answer first: the host learns the stream id from this answer, and at most 16 chunks
-    # can wait unread before that.
-    plugin.spawn(produce())
-    return {"accepted": True}
+@plugin.stream_method("executor.execute_stream")
+async def execute_stream(params: dict[str, Any], out: Emitter) -> None:
+    model = str(params["model"])
+    body = {"model": model, "stream": True, "messages": [{"role": "user", "content": str(params["prompt"])}]}
+    async with plugin.model_execute_stream(
+        "openai", model, json.dumps(body).encode(), host_callback_id=str(params.get("host_callback_id", ""))
+    ) as answer:
+        async for piece in answer:  # host.model.stream_read until done; an error raises StreamError
+            await out.emit(piece)
+    # Returning closes the stream (host.stream.close); an exception closes it with its text.
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from tests.support.hostd_proc import HOSTD, HostdProcess, launch
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 SCRIPTED = HERE / "scripted.py"
-EXECUTOR = REPO / "plugins" / "python" / "examples" / "executor.py"
+EXECUTOR = HERE / "counting_executor.py"  # the examples' executor streams a model answer instead
 
 
 @dataclass
