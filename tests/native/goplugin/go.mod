@@ -1,0 +1,3 @@
+module hostd.test/goplugin
+
+go 1.22
