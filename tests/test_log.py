@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import os
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from hostd.logs import REDACTED, is_secret_key, redact
+from hostd.logs import (
+    DEBUG,
+    ERROR,
+    INFO,
+    REDACTED,
+    SECRET_CACHE_MAX_KEY_CHARS,
+    SECRET_CACHE_MAX_KEYS,
+    TRACE,
+    WARN,
+    Logger,
+    TokenBucket,
+    is_secret_key,
+    redact,
+    secret_cache_size,
+)
 from tests.support.hostd_proc import HostdProcess, running_hostd
 
 pytestmark = pytest.mark.anyio
@@ -96,3 +113,230 @@ def test_secret_key_matching_ignores_case_dashes_and_underscores() -> None:
     assert is_secret_key("x_goog_api_key")
     assert not is_secret_key("model")
     assert redact([{"password": 1}]) == [{"password": REDACTED}]
+
+
+# The logger itself, writing to a real pipe ------------------------------------------------
+
+
+def written(**kw: Any) -> tuple[Logger, Callable[[], list[bytes]]]:
+    """A Logger writing to a pipe, and a function that flushes it and returns its lines."""
+    read_fd, write_fd = os.pipe()
+
+    def lines() -> list[bytes]:
+        logger.flush()
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as f:
+            return f.read().splitlines()
+
+    logger = Logger(kw.pop("level", "trace"), fd=write_fd, **kw)
+    return logger, lines
+
+
+def test_json_is_the_format_off_a_terminal() -> None:
+    logger, lines = written(fmt="auto")
+    logger.info("hello", n=1)
+    [line] = lines()
+    assert orjson.loads(line)["msg"] == "hello"
+
+
+def test_text_format_shows_level_message_and_fields() -> None:
+    logger, lines = written(fmt="text")
+    logger.warn("upstream slow", url="https://example.test/a b", n=3, ok=True, password="hunter2")
+    [line] = lines()
+    ts, level, rest = line.decode().split(" ", 2)
+    assert ts.endswith("Z") and level == "WARN"
+    assert rest.strip() == 'upstream slow url="https://example.test/a b" n=3 ok=true password=[redacted]'
+
+
+def test_text_lines_stay_on_one_line() -> None:
+    logger, lines = written(fmt="text")
+    logger.error("two\nlines", detail="a\nb")
+    assert len(lines()) == 1
+
+
+def test_journald_priority_prefix_when_journal_stream_is_stderr() -> None:
+    read_fd, write_fd = os.pipe()
+    st = os.fstat(write_fd)
+    logger = Logger("trace", fd=write_fd, environ={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+    for level in (TRACE, DEBUG, INFO, WARN, ERROR):
+        logger.log(level, "m")
+    logger.flush()
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as f:
+        prefixes = [line[:3] for line in f.read().splitlines()]
+    assert prefixes == [b"<7>", b"<7>", b"<6>", b"<4>", b"<3>"]
+
+
+def test_no_priority_prefix_when_journal_stream_is_another_file() -> None:
+    logger, lines = written(environ={"JOURNAL_STREAM": "1:2"})
+    logger.error("m")
+    [line] = lines()
+    assert line.startswith(b"{")
+
+
+def test_a_long_line_is_cut_and_marked_truncated() -> None:
+    logger, lines = written(max_line_bytes=1024)
+    logger.info("big", blob="x" * 100_000, after="kept?")
+    logger.info("small")
+    big, small = lines()
+    assert len(big) + 1 <= 1024
+    record = orjson.loads(big)
+    assert record["truncated"] is True and record["msg"] == "big" and record["blob"].startswith("xxx")
+    assert "truncated" not in orjson.loads(small)
+
+
+def test_a_line_of_escapes_and_huge_keys_is_still_cut_to_the_bound() -> None:
+    logger, lines = written(max_line_bytes=2048)
+    logger.info("esc", **{"k" * 100_000: "\x01" * 50_000, "e": "\x02" * 50_000})
+    [line] = lines()
+    assert len(line) + 1 <= 2048 and orjson.loads(line)["truncated"] is True
+
+
+def test_a_long_text_line_is_cut_and_marked() -> None:
+    logger, lines = written(fmt="text", max_line_bytes=512)
+    logger.info("big", blob="é" * 10_000)
+    [line] = lines()
+    assert len(line) + 1 <= 512 and line.endswith(b" truncated=true")
+    line.decode()  # still valid UTF-8
+
+
+def test_over_the_queue_byte_bound_lines_are_dropped_and_counted() -> None:
+    read_fd, write_fd = os.pipe()  # nobody reads: the writer blocks once the pipe is full
+    logger = Logger("info", fd=write_fd, max_queue_bytes=256 * 1024)
+    for _ in range(20_000):
+        logger.info("filler", blob="y" * 1000)
+    assert logger.dropped > 0
+    assert logger.queued_bytes <= 256 * 1024
+    os.close(read_fd)  # the writer's next write fails and it gives up on the rest
+    logger.flush()
+    os.close(write_fd)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [2**64, -(2**63) - 1, 10**100, {"deep": 1}, [[[[1]]]]],
+    ids=["u64+1", "i64-1", "googol", "dict", "list"],
+)
+def test_values_orjson_refuses_are_written_as_text(value: Any) -> None:
+    deep: Any = value
+    if isinstance(value, (dict, list)):
+        for _ in range(300):  # nesting beyond orjson's 255
+            deep = [deep]
+    logger, lines = written()
+    logger.info("odd", value=deep, big=2**70)
+    logger.emit_record({"ts": None, "level": "info", "msg": "raw", "n": 2**65, 1: "int key"})
+    first, second = lines()
+    assert orjson.loads(first)["big"] == str(2**70)
+    raw = orjson.loads(second)
+    assert raw["n"] == str(2**65) and raw["1"] == "int key"
+
+
+def test_per_logger_levels_follow_dotted_names() -> None:
+    logger, lines = written(level="info", levels={"hostd.upstream": "debug", "hostd.upstream.pool": "error"})
+    logger.named("hostd.upstream").debug("shown")
+    logger.named("hostd.upstream.http").debug("shown too")
+    logger.named("hostd.upstream.pool").warn("hidden")
+    logger.named("hostd.rpc").debug("hidden")
+    logger.debug("hidden")
+    records = [orjson.loads(line) for line in lines()]
+    assert [(r["msg"], r["logger"]) for r in records] == [
+        ("shown", "hostd.upstream"),
+        ("shown too", "hostd.upstream.http"),
+    ]
+
+
+def test_named_loggers_follow_a_reconfiguration() -> None:
+    logger, lines = written(level="info")
+    named = logger.named("hostd.upstream")
+    named.debug("before")
+    logger.set_levels({"hostd.upstream": "debug"})
+    named.debug("after")
+    assert [orjson.loads(line)["msg"] for line in lines()] == ["after"]
+
+
+def test_plugin_thresholds() -> None:
+    logger = Logger("info", fd=os.open(os.devnull, os.O_WRONLY), levels={"plugin:p1": "trace", "plugin": "warn"})
+    assert logger.plugin_threshold("p1") == TRACE
+    assert logger.plugin_threshold("p2") == WARN
+    logger.set_levels({})
+    assert logger.plugin_threshold("p1") == INFO
+    logger.flush()
+
+
+def test_secret_key_cache_keeps_no_long_plugin_keys() -> None:
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(64):
+            key = f"{i:04d}" + "k" * (1024 * 1024)
+            is_secret_key(key)
+            del key
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert after - before < 4 * 1024 * 1024
+    _entries, chars = secret_cache_size()
+    assert chars <= SECRET_CACHE_MAX_KEYS * SECRET_CACHE_MAX_KEY_CHARS
+
+
+def test_secret_key_cache_is_bounded_in_entries() -> None:
+    for i in range(SECRET_CACHE_MAX_KEYS * 2 + 10):
+        is_secret_key(f"field-{i}")
+    assert secret_cache_size()[0] <= SECRET_CACHE_MAX_KEYS
+    assert is_secret_key("field-token") and not is_secret_key("field-1")
+
+
+def test_redaction_of_deep_values_stops_at_a_bound() -> None:
+    deep: Any = {"password": "p"}
+    for _ in range(2000):
+        deep = {"a": deep}
+    out = redact(deep)  # no RecursionError
+    while isinstance(out, dict):
+        assert out.get("password") in (None, REDACTED)
+        out = out.get("a")
+    assert out in ("[nested too deep]", None)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_allows_a_burst_then_the_rate() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(10, 20, clock=clock)
+    assert sum(bucket.take() for _ in range(30)) == 20
+    assert bucket.dropped == 10
+    clock.now += 0.5  # 5 tokens
+    assert sum(bucket.take() for _ in range(10)) == 5
+    clock.now += 100  # refills to the burst, not beyond
+    assert sum(bucket.take() for _ in range(50)) == 20
+
+
+def test_token_bucket_warns_at_most_once_per_second_with_the_count() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(1, 1, clock=clock)
+    assert bucket.warning_due() == 0
+    bucket.take()
+    for _ in range(5):
+        bucket.take()
+    assert bucket.warning_due() == 5
+    bucket.take()
+    assert bucket.warning_due() == 0  # within the second: no second warning
+    clock.now += 0.5
+    bucket.take()
+    assert bucket.warning_due() == 0
+    clock.now += 0.6
+    bucket.take()  # a token came back: allowed, not counted
+    bucket.take()
+    assert bucket.warning_due() == 3
+
+
+def test_token_bucket_reconfigured_keeps_at_most_the_new_burst() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(1000, 2000, clock=clock)
+    bucket.configure(1, 3)
+    assert sum(bucket.take() for _ in range(10)) == 3
