@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--timeout", type=float, default=None, help="seconds to wait for the answer")
     call.add_argument("method")
     call.add_argument("params", nargs="?", default=None, help="params as a JSON object")
+    invoke = sub.add_parser("invoke", help="invoke a method on a plugin (streams too) from the control socket")
+    invoke.add_argument("--control", help="control socket, unix:PATH (default $HOSTD_CONTROL)")
+    invoke.add_argument("--plugin", required=True, help="the plugin id to invoke")
+    invoke.add_argument("--stream", action="store_true", help="open an emit stream and print its chunks")
+    invoke.add_argument("--timeout", type=float, default=None, help="seconds for the answer and for each chunk")
+    invoke.add_argument("method")
+    invoke.add_argument("params", nargs="?", default=None, help="params as a JSON object")
     status = sub.add_parser("status", help="show sessions and streams")
     status.add_argument("--control", help="control socket, unix:PATH (default $HOSTD_CONTROL)")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
@@ -169,7 +176,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return int(show_status(args.control or os.environ.get("HOSTD_CONTROL", ""), as_json=args.json))
 
 
-COMMANDS = {"serve": cmd_serve, "run": cmd_run, "call": cmd_call, "status": cmd_status}
+def cmd_invoke(args: argparse.Namespace) -> int:
+    from hostd.invoke_cli import invoke
+
+    address = args.control or os.environ.get("HOSTD_CONTROL", "")
+    return invoke(address, args.plugin, args.method, args.params, stream=args.stream, timeout=args.timeout)
+
+
+COMMANDS = {"serve": cmd_serve, "run": cmd_run, "call": cmd_call, "status": cmd_status, "invoke": cmd_invoke}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
