@@ -21,17 +21,11 @@ from typing import Any
 import pytest
 
 from hostd.client import Client, RpcError
-from hostd.upstream.credentials import (
-    auth_index,
-    check_weight,
-    format_time,
-    go_lower,
-    go_trim,
-    parse_go_bool,
-    parse_priority,
-    parse_rfc3339,
-    validate_save,
-)
+from hostd.credentials import auth_index
+from hostd.errors import HostCallFailed
+from hostd.gocompat import format_rfc3339_nano as format_time
+from hostd.gocompat import go_lower, go_trim, parse_go_bool, parse_rfc3339
+from hostd.handlers.auth import check_weight, parse_priority, validate_save
 from tests.support.hostd_proc import HostdProcess, start_hostd
 
 pytestmark = pytest.mark.anyio
@@ -214,8 +208,15 @@ def test_go_trim_and_lower_follow_go() -> None:
     assert go_lower("\u0130X.JSON") == "ix.json"
 
 
-def test_validate_save_trims_the_name() -> None:
-    assert validate_save("  a.json\t", b"{}") == "a.json"
+def test_validate_save_trims_the_name_and_reads_the_weight() -> None:
+    assert validate_save("  a.json\t", b"{}", 1024)[0] == "a.json"
+    assert validate_save("a.json", b'{"weight":" 7 ","x":[1,{"weight":9}]}', 1024)[1] == " 7 "
+
+
+def test_validate_save_refuses_more_than_the_limit_before_parsing() -> None:
+    with pytest.raises(HostCallFailed) as e:
+        validate_save("a.json", b"[" + b" " * 2000 + b"]", 1024)  # not an object either
+    assert e.value.message == "auth file is too large"
 
 
 # host.auth.list ---------------------------------------------------------------------------
@@ -249,9 +250,9 @@ async def test_list_entry_has_every_field(client: Client, auth_dir: Path) -> Non
             "id": "claude-a.json",
             "auth_index": index_of("claude", path),
             "name": "claude-a.json",
-            "type": "Claude",
-            "provider": "Claude",
-            "label": "someone@example.com",
+            "type": "claude",
+            "provider": "claude",
+            "label": " someone@example.com ",
             "status": "active",
             "source": "file",
             "path": str(path),
@@ -294,16 +295,23 @@ async def test_list_omits_empty_strings_zero_numbers_and_false(client: Client, a
     ]
 
 
-async def test_list_label_is_email_else_type_else_absent(client: Client, auth_dir: Path) -> None:
-    write(auth_dir, "a.json", '{"type":"gemini","email":"e@x"}')
-    write(auth_dir, "b.json", '{"type":" gemini "}')
-    write(auth_dir, "c.json", '{"email":5,"type":7}')
+async def test_list_label_is_the_email_as_stored_else_the_type(client: Client, auth_dir: Path) -> None:
+    write(auth_dir, "a.json", '{"type":"gemini","email":" e@x\\t"}')
+    write(auth_dir, "b.json", '{"type":" Gemini "}')
+    write(auth_dir, "c.json", '{"type":"gemini","email":" \\u00a0 "}')
+    write(auth_dir, "d.json", '{"type":"gemini","email":5}')
     got = {f["name"]: f for f in await files(client)}
-    assert got["a.json"]["label"] == "e@x"
-    assert got["b.json"]["label"] == "gemini"
-    assert "label" not in got["c.json"] and "type" not in got["c.json"] and "email" not in got["c.json"]
-    assert got["c.json"]["auth_index"] == index_of("", auth_dir / "c.json")
-    assert got["c.json"]["status"] == "active"
+    assert got["a.json"]["label"] == " e@x\t" and got["a.json"]["email"] == "e@x"
+    assert got["b.json"]["label"] == "gemini" and got["b.json"]["type"] == "gemini"
+    assert got["c.json"]["label"] == "gemini" and "email" not in got["c.json"]
+    assert got["d.json"]["label"] == "gemini" and "email" not in got["d.json"]
+
+
+async def test_list_lowercases_type_and_provider(client: Client, auth_dir: Path) -> None:
+    path = write(auth_dir, "a.json", '{"type":"\\tCLAUDE-Code "}')
+    [listed] = await files(client)
+    assert (listed["type"], listed["provider"], listed["label"]) == ("claude-code", "claude-code", "claude-code")
+    assert listed["auth_index"] == index_of("claude-code", path)
 
 
 async def test_list_disabled_true_gives_status_disabled(client: Client, auth_dir: Path) -> None:
@@ -348,17 +356,19 @@ async def test_list_websockets_is_a_bool_or_a_go_parsebool_string(client: Client
 
 
 async def test_list_last_refresh_only_from_an_rfc3339_string(client: Client, auth_dir: Path) -> None:
-    write(auth_dir, "r1.json", '{"last_refresh":"2026-01-02T03:04:05Z"}')
-    write(auth_dir, "r2.json", '{"last_refresh":"yesterday"}')
-    write(auth_dir, "r3.json", '{"last_refresh":1767323045}')
+    write(auth_dir, "r1.json", '{"type":"t","last_refresh":"2026-01-02T03:04:05Z"}')
+    write(auth_dir, "r2.json", '{"type":"t","last_refresh":"yesterday"}')
+    write(auth_dir, "r3.json", '{"type":"t","last_refresh":1767323045}')
     got = {f["name"]: f["last_refresh"] for f in await files(client)}
     assert got == {"r1.json": "2026-01-02T03:04:05Z", "r2.json": ZERO, "r3.json": ZERO}
 
 
 async def test_list_times_are_always_present(client: Client, auth_dir: Path) -> None:
-    write(auth_dir, "a.json", "{}")
-    write(auth_dir, "b.json", "not json")
-    for f in await files(client):
+    write(auth_dir, "a.json", '{"type":"t"}')
+    write(auth_dir, "b.json", '{"type":"t","last_refresh":null}')
+    got = await files(client)
+    assert len(got) == 2
+    for f in got:
         assert all(isinstance(f[key], str) for key in TIMES), f
         assert f["modtime"] == f["updated_at"] == STAMP
 
@@ -372,47 +382,53 @@ async def test_list_times_are_always_present(client: Client, auth_dir: Path) -> 
         b'"a string"',
         b"null",
         b"\xef\xbb\xbf{}",
-        b'{"a": 1',
-        b'{"n": 1' + b"0" * 400 + b"}",
+        b'{"type":"claude"',
+        b'{"type":"claude","n": 1' + b"0" * 400 + b"}",
+        b"{}",
+        b'{"type":""}',
+        b'{"type":"  "}',
+        b'{"type":7}',
+        b'{"type":null}',
     ],
-    ids=["array", "garbage", "empty", "string", "null", "bom", "truncated", "number-overflows-float64"],
+    ids=[
+        "array",
+        "garbage",
+        "empty",
+        "string",
+        "null",
+        "bom",
+        "truncated",
+        "number-overflows-float64",
+        "no-type",
+        "empty-type",
+        "blank-type",
+        "number-type",
+        "null-type",
+    ],
 )
-async def test_list_file_that_is_not_a_json_object_keeps_file_fields(
-    client: Client, auth_dir: Path, content: bytes
+async def test_list_skips_files_without_a_type_not_json_or_null(
+    auth_hostd: HostdProcess, client: Client, auth_dir: Path, content: bytes
 ) -> None:
-    path = write(auth_dir, "odd.json", content)
-    expected: dict[str, Any] = {
-        "id": "odd.json",
-        "auth_index": index_of("", path),
-        "name": "odd.json",
-        "source": "file",
-        "path": str(path),
-        "size": len(content),
-        "modtime": STAMP,
-        "updated_at": STAMP,
-        "created_at": ZERO,
-        "last_refresh": ZERO,
-        "next_retry_after": ZERO,
-    }
-    if not content:
-        del expected["size"]  # zero numbers are omitted
-    assert await files(client) == [expected]
+    write(auth_dir, "odd.json", content)
+    keep = write(auth_dir, "keep.json", '{"type":"claude"}')
+    assert [f["auth_index"] for f in await files(client)] == [index_of("claude", keep)]
 
 
 async def test_list_sorts_by_lowercased_name_then_exact_name(client: Client, auth_dir: Path) -> None:
     for name in ("b.json", "a.json", "B.JSON", "A.json", "c.Json", "_z.json"):
-        write(auth_dir, name, "{}")
+        write(auth_dir, name, '{"type":"t"}')
     assert [f["name"] for f in await files(client)] == ["_z.json", "A.json", "a.json", "B.JSON", "b.json", "c.Json"]
 
 
 async def test_list_takes_only_json_files_directly_in_the_directory(client: Client, auth_dir: Path) -> None:
-    write(auth_dir, "keep.json", "{}")
-    write(auth_dir, "notes.txt", "{}")
-    write(auth_dir, "keep.json.bak", "{}")
-    write(auth_dir, ".hostd-save-0123.tmp", "{}")
+    t = '{"type":"t"}'
+    write(auth_dir, "keep.json", t)
+    write(auth_dir, "notes.txt", t)
+    write(auth_dir, "keep.json.bak", t)
+    write(auth_dir, ".hostd-save-0123.tmp", t)
     (auth_dir / "dir.json").mkdir()
     (auth_dir / "sub").mkdir()
-    write(auth_dir / "sub", "nested.json", "{}")
+    write(auth_dir / "sub", "nested.json", t)
     os.mkfifo(auth_dir / "pipe.json")
     assert [f["name"] for f in await files(client)] == ["keep.json"]
 
@@ -512,9 +528,9 @@ async def test_get_errors_in_order(client: Client, auth_dir: Path) -> None:
     e = await fails(client, "host.auth.get", {"auth_index": "0000000000000000"})
     assert e.message == "auth not found for auth_index 0000000000000000"
 
-    (auth_dir / "ghost.json").symlink_to("gone.json")  # dangling: listed, not readable
+    (auth_dir / "ghost.json").symlink_to("gone.json")  # dangling: not listed, not readable
     ghost = index_of("", auth_dir / "ghost.json")
-    assert [f["auth_index"] for f in await files(client)] == [ghost]
+    assert await files(client) == []
     e = await fails(client, "host.auth.get", {"auth_index": ghost})
     assert e.message == f"auth file not found for auth_index {ghost}"
 
@@ -532,8 +548,10 @@ async def test_get_errors_in_order(client: Client, auth_dir: Path) -> None:
 
 async def test_get_runtime_returns_the_list_entry(client: Client, auth_dir: Path) -> None:
     write(auth_dir, "a.json", '{"type":"Claude","email":"e@x","priority":"2","note":" n "}')
-    write(auth_dir, "b.json", "[]")
-    for listed in await files(client):
+    write(auth_dir, "b.json", '{"type":"codex","disabled":true,"websockets":"t"}')
+    listed_files = await files(client)
+    assert len(listed_files) == 2
+    for listed in listed_files:
         result = await call(client, "host.auth.get_runtime", {"auth_index": f" {listed['auth_index']} "})
         assert result == {"auth": listed}
 
@@ -750,3 +768,175 @@ async def test_a_name_that_is_not_utf8_is_shown_as_go_shows_it(client: Client, a
     assert listed["name"] == listed["id"] == "\ufffd.json"
     assert listed["auth_index"] == index
     assert (await call(client, "host.auth.get", {"auth_index": index}))["json"] == {"type": "claude"}
+
+
+# PROTOCOL §8 parity details ------------------------------------------------------------
+
+
+async def test_get_of_a_missing_directory_says_auth_not_found(client: Client, auth_dir: Path) -> None:
+    auth_dir.rmdir()
+    for method in ("host.auth.get", "host.auth.get_runtime"):
+        e = await fails(client, method, {"auth_index": "76a152cf572ee276"})
+        assert (e.code, e.message) == (-32000, "auth not found for auth_index 76a152cf572ee276"), method
+
+
+async def test_get_finds_a_file_the_list_skips_but_get_runtime_does_not(client: Client, auth_dir: Path) -> None:
+    path = write(auth_dir, "typeless.json", '{"token":"t"}')
+    index = index_of("", path)
+    assert await files(client) == []
+    assert (await call(client, "host.auth.get", {"auth_index": index}))["json"] == {"token": "t"}
+    e = await fails(client, "host.auth.get_runtime", {"auth_index": index})
+    assert e.message == f"auth not found for auth_index {index}"
+
+
+async def test_save_without_a_directory_and_with_a_bad_weight_reports_the_directory(hostd: HostdProcess) -> None:
+    async with await hostd.connect() as c:
+        e = await fails(c, "host.auth.save", {"name": "a.json", "json": {"type": "x", "weight": 1.5}})
+        assert e.message == "auth directory is unavailable"
+        e = await fails(c, "host.auth.save", {"name": "a.json", "json": [1]})  # the request comes first
+        assert e.message.startswith("invalid auth json: ")
+
+
+async def test_list_sees_a_change_of_the_same_size_and_mtime(client: Client, auth_dir: Path) -> None:
+    path = write(auth_dir, "a.json", '{"type":"aa"}')
+    assert [f["type"] for f in await files(client)] == ["aa"]
+    write(auth_dir, "a.json", '{"type":"bb"}')  # same inode, size and mtime: the ctime differs
+    assert [f["type"] for f in await files(client)] == ["bb"]
+    assert (await files(client))[0]["auth_index"] == index_of("bb", path)
+
+
+def test_store_parses_only_files_that_changed(tmp_path: Path) -> None:
+    from hostd.credentials import CredentialStore
+
+    write(tmp_path, "a.json", '{"type":"a"}')
+    write(tmp_path, "b.json", '{"type":"b"}')
+    store = CredentialStore(str(tmp_path))
+    first = {c.name: c for c in store.scan()}
+    write(tmp_path, "b.json", '{"type":"c"}')
+    second = {c.name: c for c in store.scan()}
+    assert second["a.json"] is first["a.json"]  # unchanged: not read or parsed again
+    assert second["b.json"] is not first["b.json"] and second["b.json"].type == "c"
+    (tmp_path / "a.json").unlink()
+    assert [c.name for c in store.scan()] == ["b.json"]
+
+
+# auth.max_file_bytes -------------------------------------------------------------------
+
+LIMIT = 4096
+
+
+@pytest.fixture(scope="module")
+async def small_hostd(module_tmp: Path) -> AsyncIterator[HostdProcess]:
+    (module_tmp / "small").mkdir()
+    (module_tmp / "small-run").mkdir()
+    config = module_tmp / "small.toml"
+    config.write_text(f"[auth]\nmax_file_bytes = {LIMIT}\n")
+    hp = await start_hostd(module_tmp / "small-run", "--config", str(config), "--auth-dir", str(module_tmp / "small"))
+    try:
+        yield hp
+    finally:
+        await hp.stop()
+
+
+@pytest.fixture
+async def small(small_hostd: HostdProcess, module_tmp: Path) -> AsyncIterator[tuple[Client, Path]]:
+    d = module_tmp / "small"
+    for p in d.iterdir():
+        p.unlink()
+    async with await small_hostd.connect() as c:
+        yield c, d
+
+
+def credential_of(size: int) -> bytes:
+    head = b'{"type":"big","pad":"'
+    return head + b"x" * (size - len(head) - 2) + b'"}'
+
+
+async def test_save_over_max_file_bytes_is_too_large_and_writes_nothing(small: tuple[Client, Path]) -> None:
+    c, d = small
+    assert len(credential_of(LIMIT)) == LIMIT
+    await call_raw(c, "host.auth.save", b'{"name":"ok.json","json":' + credential_of(LIMIT) + b"}")
+    with pytest.raises(RpcError) as e:
+        await call_raw(c, "host.auth.save", b'{"name":"big.json","json":' + credential_of(LIMIT + 1) + b"}")
+    assert (e.value.code, e.value.message) == (-32000, "auth file is too large")
+    assert listing(d) == ["ok.json"]
+
+
+async def test_file_over_max_file_bytes_is_skipped_with_one_warning_per_version(
+    small_hostd: HostdProcess, small: tuple[Client, Path]
+) -> None:
+    c, d = small
+    path = write(d, "big.json", credential_of(LIMIT + 10))
+    index = index_of("big", path)
+    warned = [line for line in small_hostd.stderr_lines if "auth file is too large" in line]
+    for _ in range(3):
+        assert await files(c) == []
+        for method in ("host.auth.get", "host.auth.get_runtime"):
+            e = await fails(c, method, {"auth_index": index})
+            assert e.message == f"auth not found for auth_index {index}"
+    write(d, "big.json", credential_of(LIMIT + 20))  # a new version: one more warning
+    assert await files(c) == []
+    line = await small_hostd.wait_log('"size":4116')
+    now = [line for line in small_hostd.stderr_lines if "auth file is too large" in line]
+    assert len(now) == len(warned) + 2, now
+    assert '"file":"big.json"' in line and "xxx" not in line
+
+
+async def test_file_back_under_max_file_bytes_is_listed_again(small: tuple[Client, Path]) -> None:
+    c, d = small
+    write(d, "a.json", credential_of(LIMIT + 1))
+    assert await files(c) == []
+    write(d, "a.json", credential_of(LIMIT))
+    assert [f["name"] for f in await files(c)] == ["a.json"]
+
+
+# Mirrors of CLIProxyAPI's internal/pluginhost/auth_callbacks_test.go -------------------
+
+
+async def test_host_auth_list_callback_falls_back_to_disk(client: Client, auth_dir: Path) -> None:
+    """TestHostAuthListCallbackFallsBackToDisk: the disk entry carries name, type, email
+    and a modtime."""
+    write(auth_dir, "claude-a.json", '{"type":"claude","email":"c@example.com"}')
+    [entry] = (await call_raw(client, "host.auth.list", b"{}"))["files"]
+    assert (entry["name"], entry["type"], entry["email"]) == ("claude-a.json", "claude", "c@example.com")
+    assert entry["modtime"] != ZERO
+
+
+async def test_host_auth_get_callback_returns_physical_json_by_auth_index(client: Client, auth_dir: Path) -> None:
+    """TestHostAuthGetCallbackReturnsPhysicalJSONByAuthIndex: the file's JSON as on disk."""
+    path = write(auth_dir, "demo-b.json", '{"type":"demo","email":"b@example.com","api_key":"k2"}')
+    index = index_of("demo", path)
+    result = await call_raw(client, "host.auth.get", b'{"auth_index":"%s"}' % index.encode())
+    assert (result["auth_index"], result["name"]) == (index, "demo-b.json")
+    assert result["json"]["email"] == "b@example.com" and result["json"]["api_key"] == "k2"
+
+
+async def test_host_auth_get_runtime_callback_returns_runtime_info(client: Client, auth_dir: Path) -> None:
+    """TestHostAuthGetRuntimeCallbackReturnsRuntimeInfo: the entry of that auth index."""
+    path = write(auth_dir, "demo-runtime.json", '{"type":"demo","email":"runtime@example.com","api_key":"k"}')
+    index = index_of("demo", path)
+    result = await call(client, "host.auth.get_runtime", {"auth_index": index})
+    assert result["auth"]["auth_index"] == index and result["auth"]["email"] == "runtime@example.com"
+
+
+@pytest.mark.parametrize("raw_weight", [b"1.5", b"1000001", b"9223372036854775808", b'"invalid"'])
+async def test_host_auth_save_callback_rejects_invalid_weight_before_persistence(
+    client: Client, auth_dir: Path, raw_weight: bytes
+) -> None:
+    """TestHostAuthSaveCallbackRejectsInvalidWeightBeforePersistence."""
+    with pytest.raises(RpcError) as e:
+        await call_raw(
+            client, "host.auth.save", b'{"name":"invalid.json","json":{"type":"demo","weight":' + raw_weight + b"}}"
+        )
+    assert e.value.message.startswith("invalid auth weight: ")
+    assert not (auth_dir / "invalid.json").exists()
+    assert await files(client) == []
+
+
+async def test_host_auth_save_callback_writes_physical_file(client: Client, auth_dir: Path) -> None:
+    """TestHostAuthSaveCallbackWritesPhysicalFile: the file holds the JSON byte for byte."""
+    text = b'{"type":"demo","email":"saved@example.com","api_key":"saved-key"}'
+    result = await call_raw(client, "host.auth.save", b'{"name":"saved.json","json":' + text + b"}")
+    assert result["name"] == "saved.json"
+    assert Path(result["path"]).read_bytes() == text
+    assert [f["name"] for f in await files(client)] == ["saved.json"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from hostd.upstream.credentials import CredentialStore
+from hostd.credentials import CredentialStore
 from tests.support.auth_crash_child import NAME, version_text
 
 pytestmark = pytest.mark.anyio

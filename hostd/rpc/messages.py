@@ -7,11 +7,12 @@ nowhere else.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 
-from hostd.errors import HostError, InvalidParams
+from hostd.errors import HostError
+from hostd.rpc.params import ParamsDecoder as ParamsDecoder
 
 RequestId = int | float | str
 
@@ -36,49 +37,6 @@ raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
 class _Empty(msgspec.Struct):
     pass
-
-
-S = TypeVar("S")
-
-
-class ParamsDecoder:
-    """Decodes one method's params into its struct with the spec's error texts.
-
-    ``decode`` is msgspec's own bound method (no Python frame on the hot path); callers
-    pass absent params as ``empty()`` and map errors with :meth:`error`.
-    """
-
-    __slots__ = ("_empty", "_what", "decode")
-
-    def __init__(self, struct: type[S], what: str) -> None:
-        decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(struct)
-        self.decode = decoder.decode
-        self._what = what
-        self._empty = decoder.decode(b"{}") if _all_defaults(struct) else None
-
-    def empty(self) -> Any:
-        """The params of a request that sent none (absent params mean ``{}``)."""
-        return self._empty if self._empty is not None else self.decode_or_raise(b"{}")
-
-    def decode_or_raise(self, data: Any) -> Any:
-        try:
-            return self.decode(data)
-        except msgspec.DecodeError as e:
-            raise self.error(e) from None
-
-    def error(self, e: msgspec.DecodeError) -> InvalidParams:
-        text = str(e)
-        if text.startswith("Expected `object`, got") and " - at `" not in text:
-            return InvalidParams("params must be an object")
-        return InvalidParams(f"decode {self._what} request: {text}")
-
-
-def _all_defaults(struct: type[Any]) -> bool:
-    try:
-        msgspec.json.decode(b"{}", type=struct)
-    except msgspec.ValidationError:
-        return False
-    return True
 
 
 # Answers -------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Run as ``python -m tests.support.auth_crash_child DIR``. For each line ``FIRST`` read on
 stdin it forks a worker that saves :data:`NAME` in DIR through
-:meth:`hostd.upstream.credentials.CredentialStore.save` (the code ``host.auth.save``
+:meth:`hostd.credentials.CredentialStore.save` (the code ``host.auth.save``
 runs) in a loop: versions FIRST, FIRST+1, … with growing content, printing ``saved V``
 after each save returns. The server prints ``pid P`` once the worker exists, reaps it
 when it dies and prints ``reaped P STATUS``. The test kills the worker with SIGKILL.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
-from hostd.upstream.credentials import CredentialStore
+from hostd.credentials import CredentialStore
 
 NAME = "crash.json"
 STEP = 4096  # bytes of padding added by each version of one worker
