@@ -29,5 +29,15 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m bench
 
+# hostd-bridge.so (PROTOCOL §15): C11, libc and pthread only. `make bridge HOSTD=/path/to/hostd`
+# compiles in the hostd used when neither $HOSTD_BIN nor PATH names one. Always rebuilt (HOSTD may change).
+CC     ?= cc
+HOSTD  ?=
+.PHONY: bridge
+bridge:
+	mkdir -p build
+	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -fPIC -shared $(if $(HOSTD),-DHOSTD_DEFAULT_PATH='"$(HOSTD)"') \
+		-o build/hostd-bridge.so hostd/bridge/hostd_bridge.c -lpthread
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
