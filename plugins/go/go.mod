@@ -1,0 +1,3 @@
+module hostd.dev/plugin
+
+go 1.22
