@@ -26,6 +26,7 @@ from hostd.native.supervisor import (
     Restart,
     describe_death,
     load_error,
+    load_error_in_line,
     worker_command,
 )
 from tests.native.harness import NO_ANSWER, TIMEOUT, RpcError, Worker, build_c, default_handler, running
@@ -270,6 +271,13 @@ def test_many_plugin_threads_call_the_host_at_once(libs: dict[str, Path]) -> Non
         assert sorted(m["params"]["message"] for m in worker.requests if m["method"] == "host.log") == sorted(
             f"thread {i}" for i in range(n)
         )
+
+
+def test_the_bench_probe_makes_sequential_host_calls_from_a_plugin_thread(libs: dict[str, Path]) -> None:
+    with running(libs["plugin"]) as worker:
+        result = worker.invoke("bench.host_log", {"n": 50})
+        assert (result["n"], result["ok"]) == (50, 50) and result["total_ns"] > 0
+        assert len(worker.wait_requests("host.log", 50)) == 50
 
 
 def test_host_calls_are_re_entrant_while_other_invokes_run(libs: dict[str, Path]) -> None:
@@ -570,6 +578,9 @@ def test_load_error_is_found_in_the_worker_s_stderr() -> None:
     lines = ["plugin chatter", f"{LOAD_ERROR_PREFIX}plugin ABI version 2 is not supported\n", "later noise"]
     assert load_error(lines) == "plugin ABI version 2 is not supported"
     assert load_error(["nothing here"]) is None
+    assert load_error_in_line(f"{LOAD_ERROR_PREFIX}cliproxy_plugin_init returned 2\n".encode()) == (
+        "cliproxy_plugin_init returned 2"
+    )
     assert worker_command("/x/p.so", "id")[1:] == ["-m", "hostd.native.worker", "/x/p.so", "--name", "id"]
 
 

@@ -66,13 +66,18 @@ def worker_command(path: str, name: str | None = None, python: str | None = None
     return cmd
 
 
-def load_error(stderr_lines: Iterable[str]) -> str | None:
+def load_error_in_line(line: str | bytes) -> str | None:
+    """The proxy's words when ``line`` (one line of the worker's stderr) reports a load error."""
+    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+    text = text.rstrip("\r\n")
+    return text[len(LOAD_ERROR_PREFIX) :] if text.startswith(LOAD_ERROR_PREFIX) else None
+
+
+def load_error(stderr_lines: Iterable[str | bytes]) -> str | None:
     """The load error the worker reported (the proxy's words), from its stderr lines; else None."""
     found = None
     for line in stderr_lines:
-        line = line.rstrip("\r\n")
-        if line.startswith(LOAD_ERROR_PREFIX):
-            found = line[len(LOAD_ERROR_PREFIX) :]
+        found = load_error_in_line(line) or found
     return found
 
 

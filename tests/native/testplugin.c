@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct { void* ptr; size_t len; } cliproxy_buffer;
@@ -200,6 +201,32 @@ static int threads(const char* req, size_t len, cliproxy_buffer* resp) {
     return ok_result(resp, buf);
 }
 
+/* --- bench.host_log: n sequential host.log round trips from a thread the plugin made --- */
+typedef struct { long n; long ok; long long total_ns; } bench_args;
+static void* bench_thread(void* arg) {
+    bench_args* a = arg;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long i = 0; i < a->n; i++) {
+        cliproxy_buffer out = {0};
+        int rc = host->call(host->host_ctx, "host.log", (const uint8_t*)"{\"level\":\"debug\",\"message\":\"bench\"}", 35, &out);
+        if (rc == 0 && out.ptr) a->ok++;
+        if (out.ptr) host->free_buffer(out.ptr, out.len);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    a->total_ns = (long long)(t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
+    return NULL;
+}
+static int bench_host_log(const char* req, size_t len, cliproxy_buffer* resp) {
+    bench_args a = {json_int(req, len, "n", 1000), 0, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, bench_thread, &a);
+    pthread_join(t, NULL);
+    char buf[128];
+    snprintf(buf, sizeof buf, "{\"n\":%ld,\"ok\":%ld,\"total_ns\":%lld}", a.n, a.ok, a.total_ns);
+    return ok_result(resp, buf);
+}
+
 /* --- raw host->call cases: {"rc": N, "resp": <envelope or null>} --- */
 static int raw_host_call(const char* req, size_t len, cliproxy_buffer* resp) {
     char* what = json_str(req, len, "what");
@@ -258,6 +285,7 @@ static int plugin_call(const char* method, const uint8_t* request, size_t len, c
     if (!strcmp(method, "executor.execute_stream")) return execute_stream(req, len, resp);
     if (!strcmp(method, "threads")) return threads(req, len, resp);
     if (!strcmp(method, "raw_host_call")) return raw_host_call(req, len, resp);
+    if (!strcmp(method, "bench.host_log")) return bench_host_log(req, len, resp);
     if (!strcmp(method, "crash.segv")) {
         volatile int* volatile p = NULL;
         *p = 1;
