@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from hostd import __version__
-from hostd.config import Config, ConfigError, load_config
+from hostd.config import Config, ConfigError, ConfigSources
 from hostd.eventloop import run_daemon
-from hostd.logs import configure
+from hostd.logs import configure_from
 
 
 def _serve_options(p: argparse.ArgumentParser) -> None:
@@ -27,6 +27,7 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-base-url", help="the proxy's HTTP API ('' turns host.model.* off)")
     p.add_argument("--config", help="TOML config file (default $HOSTD_CONFIG)")
     p.add_argument("--log-level", help="trace, debug, info, warn or error")
+    p.add_argument("--log-format", choices=("auto", "json", "text"), help="default: text on a terminal, else JSON")
     p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), help="event loop (default auto)")
     p.add_argument("--max-line-bytes", type=int)
     p.add_argument("--max-in-flight", type=int)
@@ -43,6 +44,7 @@ _FLAG_KEYS = {
     "auth_dir": "auth.dir",
     "model_base_url": "model.base_url",
     "log_level": "log_level",
+    "log_format": "log.format",
     "loop": "loop",
     "max_line_bytes": "limits.max_line_bytes",
     "max_in_flight": "limits.max_in_flight",
@@ -80,24 +82,36 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("params", nargs="?", default=None, help="params as a JSON object")
     status = sub.add_parser("status", help="show sessions and streams")
     status.add_argument("--control", help="control socket, unix:PATH (default $HOSTD_CONTROL)")
-    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    status.add_argument("--json", action="store_true", help="print the raw JSON (same as --format json)")
+    status.add_argument("--format", choices=("table", "json", "prometheus"), default=None, help="output format")
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate the effective configuration and print it")
+    _serve_options(check)
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
+def sources_from_args(args: argparse.Namespace) -> ConfigSources:
+    """Where the configuration comes from: ``--config`` (or ``$HOSTD_CONFIG``), env, flags."""
     overrides: dict[str, Any] = {}
+    flag_names: dict[str, str] = {}
     for attr, key in _FLAG_KEYS.items():
         value = getattr(args, attr, None)
         if value is not None:
-            overrides[key] = value.lower() if attr == "log_level" else value
-    return load_config(getattr(args, "config", None), overrides)
+            overrides[key] = value
+            flag_names[key] = "--" + attr.replace("_", "-")
+    return ConfigSources(getattr(args, "config", None), overrides, None, flag_names)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return sources_from_args(args).load()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from hostd.server import Daemon, StartupError, raise_nofile_limit
 
     config = config_from_args(args)
-    logger = configure(config.log_level)
+    logger = configure_from(config)
     raise_nofile_limit()
 
     async def main() -> int:
@@ -173,7 +187,14 @@ def cmd_call(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from hostd.status_cli import show_status
 
-    return int(show_status(args.control or os.environ.get("HOSTD_CONTROL", ""), as_json=args.json))
+    fmt = args.format or ("json" if args.json else "table")
+    return int(show_status(args.control or os.environ.get("HOSTD_CONTROL", ""), fmt=fmt))
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from hostd.config_check import check
+
+    return check(sources_from_args(args))
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
@@ -184,6 +205,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "run": cmd_run, "call": cmd_call, "status": cmd_status, "invoke": cmd_invoke}
+COMMANDS["config"] = cmd_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
