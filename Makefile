@@ -14,7 +14,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# The demo needs only hostd's runtime dependencies, not the dev tools `make test` installs.
+$(VENV)/.runtime: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e .
+	touch $(VENV)/.runtime
+
+demo: $(VENV)/.runtime
 	$(PY) plugins/demo.py
 
 test: $(STAMP)
