@@ -257,7 +257,7 @@ def fold_name(key: str) -> str:
     """
     if key.isascii():
         return key.upper()
-    return "".join(_FOLD_TO_ASCII.get(c, c) for c in key).upper()
+    return "".join(c.upper() if c.isascii() else _FOLD_TO_ASCII.get(c, c) for c in key)
 
 
 def go_b64decode(text: str) -> bytes | None:

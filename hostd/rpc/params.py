@@ -13,7 +13,7 @@ list or string is expected. hostd matches the same payloads (PROTOCOL §3) in on
   keys are renamed to the field names (an exact key wins, else the last folded key;
   recursively for nested struct fields, never inside maps), Go's leniencies are applied
   to the few field types that have them, and the result is re-encoded and decoded once
-  more with the ordinary struct. Its error, if any, is the one reported.
+  more (every key left is a field). Its error, if any, is the one reported.
 
 Nothing here knows a method: the struct describes everything.
 """
@@ -60,7 +60,7 @@ class ParamsDecoder:
                 obj = _raw_object(data)
             except msgspec.ValidationError:
                 return lenient(data)  # not an object: the struct's own error
-            return lenient(_encode(plan.fold(obj)))
+            return exact(_encode(plan.fold(obj)))  # only known keys remain
 
         def decode(data: Any) -> Any:
             try:
@@ -72,7 +72,7 @@ class ParamsDecoder:
         self.exact = exact
         self.recover = recover
         self._what = what
-        self._empty = lenient(b"{}") if _all_defaults(struct) else None
+        self._empty = exact(b"{}") if _all_defaults(struct) else None
 
     def empty(self) -> Any:
         """The params of a request that sent none (absent params mean ``{}``)."""
