@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import orjson
 import pytest
 
 from hostd.client import Client
-from hostd.status_cli import render
+from hostd.status_cli import prometheus, render
 from tests.support.hostd_proc import HOSTD, HostdProcess
 from tests.support.plugins import plugin_process
 
@@ -80,13 +81,14 @@ async def test_status_table_shows_sessions_and_counts(hp: HostdProcess) -> None:
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("hostd ") and "1 plugin session," in lines[0]
-    assert lines[1].split() == ["SESSION", "PLUGIN", "PID", "UID", "OPENED", "IN-FLIGHT", "HTTP", "MODEL", "EMIT"]
-    row = lines[2].split()
+    header = next(i for i, line in enumerate(lines) if line.startswith("SESSION"))
+    assert lines[header].split() == ["SESSION", "PLUGIN", "PID", "UID", "OPENED", "IN-FLIGHT", "HTTP", "MODEL", "EMIT"]
+    row = lines[header + 1].split()
     assert row[1:4] == ["scripted", str(plugin.pid), str(os.getuid())]
     assert row[-3:] == ["0", "0", "1"]
     assert lines[-1].startswith("totals: calls ")
     assert code_after == 0
-    assert out_after.splitlines()[2].split()[-3:] == ["0", "0", "0"]
+    assert out_after.splitlines()[header + 1].split()[-3:] == ["0", "0", "0"]
 
 
 def test_status_table_without_sessions() -> None:
@@ -122,3 +124,82 @@ async def test_call_with_an_error_answer_exits_1(hp: HostdProcess) -> None:
     )
     assert code == 1
     assert orjson.loads(err)["error"]["message"] == "no session for plugin nope"
+
+
+def test_status_table_shows_listen_addresses_config_and_limits() -> None:
+    status = {
+        "version": "9",
+        "uptime_s": 61,
+        "sessions": [],
+        "control_sessions": 1,
+        "listen": ["unix:/run/hostd/plugins.sock"],
+        "control": "unix:/run/hostd/control.sock",
+        "config_file": "/etc/hostd/hostd.toml",
+        "limits": {"max_in_flight": 256, "max_streams": 1024},
+        "totals": {"calls": 4},
+    }
+    assert render(status).splitlines() == [
+        "hostd 9, up 1m01s, 0 plugin sessions, 1 control",
+        "listen: unix:/run/hostd/plugins.sock",
+        "control: unix:/run/hostd/control.sock",
+        "config: /etc/hostd/hostd.toml",
+        "limits: max_in_flight 256, max_streams 1024",
+        "no plugin sessions",
+        "totals: calls 4",
+    ]
+    bare = render({**status, "listen": [], "control": None, "config_file": None}).splitlines()
+    assert bare[1:4] == ["listen: -", "control: -", "config: (none: defaults, environment and flags)"]
+
+
+# Prometheus text exposition format ----------------------------------------------------------
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$')
+
+
+def parse_exposition(text: str) -> dict[str, tuple[str, list[tuple[str, float]]]]:
+    """A strict reader of the text format: every sample's family has HELP and TYPE first."""
+    assert text.endswith("\n")
+    families: dict[str, tuple[str, list[tuple[str, float]]]] = {}
+    helped: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            helped.add(line.split()[2])
+        elif line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            assert kind in ("counter", "gauge"), line
+            assert name in helped and name not in families, line
+            families[name] = (kind, [])
+        else:
+            m = _SAMPLE.match(line)
+            assert m, f"not a sample line: {line!r}"
+            name = m.group(1)
+            assert name in families, f"sample before its TYPE: {line!r}"
+            families[name][1].append((m.group(2) or "", float(m.group(3))))
+    return families
+
+
+async def test_status_in_prometheus_format(hp: HostdProcess) -> None:
+    async with plugin_process(hp), await hp.connect_control() as ctl:
+        stream_id = await open_stream(ctl, 2)
+        code, out, err = await hostd_cli("status", "--control", f"unix:{hp.control}", "--format", "prometheus")
+        await drain(ctl, stream_id)
+    assert code == 0, err
+    families = parse_exposition(out)
+    assert families["hostd_plugin_sessions"] == ("gauge", [("", 1.0)])
+    kind, samples = families["hostd_plugin_open_streams"]
+    assert kind == "gauge"
+    assert ('{plugin="scripted",kind="emit"}', 1.0) in samples
+    assert families["hostd_calls_total"][0] == "counter"
+    assert families["hostd_calls_total"][1][0][1] >= 1
+    assert families["hostd_uptime_seconds"][1][0][1] > 0
+    assert all(name.startswith("hostd_") for name in families)
+    assert all(name.endswith("_total") for name, (k, _) in families.items() if k == "counter")
+
+
+def test_prometheus_escapes_label_values() -> None:
+    text = prometheus(
+        {"version": 'a"b\\c', "uptime_s": 1, "sessions": [{"plugin_id": "p\n1", "in_flight": 2, "streams": {}}]}
+    )
+    families = parse_exposition(text)
+    assert families["hostd_info"][1] == [('{version="a\\"b\\\\c"}', 1.0)]
+    assert families["hostd_plugin_in_flight"][1] == [('{plugin="p\\n1"}', 2.0)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ from hostd.logs import (
     redact,
     secret_cache_size,
 )
-from tests.support.hostd_proc import HostdProcess, running_hostd
+from tests.support.hostd_proc import HOSTD, HostdProcess, running_hostd
 
 pytestmark = pytest.mark.anyio
 
@@ -340,3 +341,77 @@ def test_token_bucket_reconfigured_keeps_at_most_the_new_burst() -> None:
     bucket = TokenBucket(1000, 2000, clock=clock)
     bucket.configure(1, 3)
     assert sum(bucket.take() for _ in range(10)) == 3
+
+
+# Formats on a real hostd ------------------------------------------------------------------
+
+
+def run_stdio_hostd(*args: str, env: dict[str, str] | None = None, journal: bool = False) -> list[bytes]:
+    """``hostd serve`` on stdio: one host.log call at error level, then EOF; its stderr lines."""
+    read_fd, write_fd = os.pipe()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("HOSTD_", "JOURNAL_"))}
+    if journal:
+        st = os.fstat(write_fd)
+        full_env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+    request = b'{"jsonrpc":"2.0","id":1,"method":"host.log","params":{"level":"error","message":"boom"}}\n'
+    try:
+        proc = subprocess.run(
+            [*HOSTD, "serve", "--auth-dir", "", "--model-base-url", "", *args],
+            input=request, stdout=subprocess.PIPE, stderr=write_fd, env={**full_env, **(env or {})},
+            timeout=30, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as f:
+        lines = f.read().splitlines()
+    assert proc.returncode == 0, lines
+    return lines
+
+
+def test_hostd_logs_json_when_stderr_is_not_a_terminal() -> None:
+    lines = run_stdio_hostd()
+    records = [orjson.loads(line) for line in lines]
+    assert any(r["msg"] == "hostd ready" for r in records)
+    assert any(r["msg"] == "boom" and r["level"] == "error" for r in records)
+
+
+def test_hostd_logs_text_with_log_format_text() -> None:
+    lines = [line.decode() for line in run_stdio_hostd("--log-format", "text")]
+    ready = next(line for line in lines if " hostd ready" in line)
+    assert ready.split()[1] == "INFO"
+    boom = next(line for line in lines if " boom" in line)
+    assert boom.split()[1] == "ERROR" and "plugin=" in boom
+
+
+def test_log_format_from_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "hostd.toml"
+    config.write_text('[log]\nformat = "text"\n')
+    lines = run_stdio_hostd("--config", str(config))
+    assert not any(line.startswith(b"{") for line in lines)
+
+
+def test_journald_priority_prefix_on_a_real_hostd() -> None:
+    lines = run_stdio_hostd("--log-level", "debug", journal=True)
+    assert lines and all(line[:1] == b"<" and line[2:3] == b">" for line in lines), lines
+    boom = next(line for line in lines if b'"msg":"boom"' in line)
+    assert boom.startswith(b"<3>{")
+    ready = next(line for line in lines if b'"msg":"hostd ready"' in line)
+    assert ready.startswith(b"<6>{")
+
+
+def test_warn_in_capitals_from_the_environment() -> None:
+    lines = run_stdio_hostd(env={"HOSTD_LOG_LEVEL": "WARN"})
+    records = [orjson.loads(line) for line in lines]
+    assert [r["msg"] for r in records if r["level"] == "info"] == []
+    assert any(r["msg"] == "boom" for r in records)
+
+
+def test_a_start_up_error_is_printed_once(short_tmp: Path) -> None:
+    path = short_tmp / "precious"
+    path.write_text("keep me")
+    result = subprocess.run(
+        [*HOSTD, "serve", "--listen", f"unix:{path}", "--auth-dir", "", "--model-base-url", ""],
+        capture_output=True, text=True, timeout=30, check=False, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.count("is not a socket") == 1, result.stderr
