@@ -133,17 +133,21 @@ def go_truncate(value: int | float) -> int | None:
     return int(number)
 
 
-# A JSON number can only overflow a float64 with 309 or more digits before its point, or
-# with an exponent of three digits or more: anything else is read without a walk.
-_MAYBE_HUGE = re.compile(rb"[0-9]{309}|[eE][+-]?[0-9]{3}")
+# A JSON number can only overflow a float64 with 309 or more digits in a row, or with an
+# exponent of three digits or more: anything else is read without a walk. The scan maps
+# every digit to 0 (and E to e, - to +) and looks for those shapes with plain substring
+# searches, a few milliseconds per MiB (a regular expression took ten times longer).
+_SHAPES = bytes.maketrans(b"123456789E-", b"000000000e+")
+_HUGE_DIGITS = b"0" * 309
 _any_decoder = msgspec.json.Decoder()
 
 
 def overflows_float64(data: bytes) -> bool:
     """Whether the valid JSON ``data`` holds a number that Go's decoder refuses as out of
-    range for a ``float64`` (msgspec keeps huge integers exact). A regular-expression scan
-    decides almost every document; only one that might hold such a number is walked."""
-    if _MAYBE_HUGE.search(data) is None:
+    range for a ``float64`` (msgspec keeps huge integers exact). A byte scan decides
+    almost every document; only one that might hold such a number is walked."""
+    shapes = data.translate(_SHAPES)
+    if b"e000" not in shapes and b"e+000" not in shapes and _HUGE_DIGITS not in shapes:
         return False
     try:
         value = _any_decoder.decode(data)
