@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import itertools
 import json
 import os
+import queue
 import re
 import sys
 import threading
@@ -342,7 +344,11 @@ class Worker:
         self._pending: dict[tuple[str, Any], _Pending] = {}
         self._in_flight: set[tuple[str, Any]] = set()
         self._cancelled: set[tuple[str, Any]] = set()
-        self._idle = threading.Condition(self._lock)
+        self._all_done = threading.Condition(self._lock)
+        # Host → plugin calls run on pooled threads: a thread per call costs more than the call.
+        # The pool grows to the peak number of concurrent calls (a hung call keeps its thread).
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle_threads = 0
         self._closed = False
         self.ready = threading.Event()
         self.eof = threading.Event()
@@ -507,7 +513,23 @@ class Worker:
         with self._lock:  # only now, so that close() lets this answer out before the process exits
             self._cancelled.discard(key)
             self._in_flight.discard(key)
-            self._idle.notify_all()
+            self._all_done.notify_all()
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on an idle pool thread, or on a new one when none is idle."""
+        with self._lock:
+            spawn = self._idle_threads == 0
+            if not spawn:
+                self._idle_threads -= 1
+        if spawn:
+            threading.Thread(target=self._pool_thread, name="plugin call", daemon=True).start()
+        self._jobs.put(job)
+
+    def _pool_thread(self) -> None:
+        while True:
+            self._jobs.get()()
+            with self._lock:
+                self._idle_threads += 1
 
     def call_plugin(self, method: str, params: bytes) -> Answer:
         response = Buffer()
@@ -560,10 +582,7 @@ class Worker:
                 params = fields["params"][1].encode() if "params" in fields else b"{}"
                 with self._lock:
                     self._in_flight.add(_id_key(id_value))
-                thread = threading.Thread(
-                    target=self._serve, args=(id_value, id_raw, method, params), name=f"call {method}", daemon=True
-                )
-                thread.start()
+                self._submit(functools.partial(self._serve, id_value, id_raw, method, params))
             elif method == "$/cancelRequest":
                 params = fields.get("params", (None, ""))[0]
                 if isinstance(params, dict) and "id" in params:
@@ -596,7 +615,7 @@ class Worker:
                 waiting.on_answer(None)
             waiting.set()
         with self._lock:
-            self._idle.wait_for(lambda: not self._in_flight, timeout=SHUTDOWN_GRACE_S)
+            self._all_done.wait_for(lambda: not self._in_flight, timeout=SHUTDOWN_GRACE_S)
         if self.library is not None:
             self._shutdown_table()
 
