@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean native
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check hostd tests plugins bench
 	$(VENV)/bin/ruff format --check hostd tests plugins bench
 	$(VENV)/bin/mypy
+
+# A native plugin to try `hostd run --native` with (the worker tests' C plugin, built from source).
+native:
+	mkdir -p build/native
+	cc -shared -fPIC -pthread -O2 -o build/native/native-test.so tests/native/testplugin.c
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'

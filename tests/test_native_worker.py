@@ -138,6 +138,30 @@ def test_a_hung_call_blocks_only_itself(libs: dict[str, Path]) -> None:
         assert not hung.done()
 
 
+def test_many_invokes_run_in_the_plugin_at_once(libs: dict[str, Path]) -> None:
+    n = 24
+    all_in = threading.Barrier(n, timeout=TIMEOUT)
+
+    def barrier(worker: Worker, msg: dict[str, Any]) -> Any:
+        if msg["method"] == "test.wait":
+            all_in.wait()  # answered only once all n plugin calls are inside the plugin together
+            return {"n": n}
+        return default_handler(worker, msg)
+
+    with running(libs["plugin"], handler=barrier) as worker:
+        for _round in range(2):  # the second round runs on the threads the first one left idle
+            futures = [worker.start_invoke("raw_host_call", {"what": "wait"})[1] for _ in range(n)]
+            assert [f.result(TIMEOUT)["result"]["resp"] for f in futures] == [{"ok": True, "result": {"n": n}}] * n
+            all_in.reset()
+
+
+def test_a_line_that_is_not_json_is_logged_and_the_worker_serves_on(libs: dict[str, Path]) -> None:
+    with running(libs["plugin"]) as worker:
+        worker.send_raw(b"this is not json\n[1,2]\n\n")
+        worker.wait_stderr("ignored a line from hostd that is not a JSON object")
+        assert worker.invoke("echo", {}) == {"method": "echo", "params": {}}
+
+
 def test_a_cancelled_call_s_late_answer_is_dropped(libs: dict[str, Path]) -> None:
     release = threading.Event()
 
