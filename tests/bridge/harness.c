@@ -6,12 +6,14 @@
  * It mimics the loader; it is not the proxy. Driven by tests/test_bridge.py: commands on stdin,
  * one per line; events on stdout, one JSON object per line:
  *   load PATH                         -> {"event":"loaded","rc":N,"error"?:...}
- *   init2                             -> {"event":"init2","rc":N}   (a second init, same handle)
+ *   init2 [PATH]                      -> {"event":"init2","rc":N}   a second init: on the same handle,
+ *                                        or on PATH's handle (a symlink gives the same one)
  *   script METHOD ENVELOPE            host calls of METHOD answer ENVELOPE (raw bytes)
  *   hold METHOD / release METHOD      host calls of METHOD wait until released
  *   fail METHOD RC                    host calls of METHOD return RC with no buffer
  *   call TAG METHOD PARAMS            a call on its own thread -> {"event":"answer","tag",...}
- *   burst N TAG METHOD PARAMS         N threads released at once; tags TAG-0 … TAG-(N-1)
+ *   burst N TAG METHOD PARAMS         N threads released at once; tags TAG-0 … TAG-(N-1); %TAG% in
+ *                                        PARAMS becomes each thread's tag
  *   wait                              joins every call thread -> {"event":"idle"}
  *   shutdown                          -> {"event":"shutdown"}
  *   close                             dlclose -> {"event":"closed"}
@@ -175,11 +177,20 @@ static void *job_main(void *p) {
     return NULL;
 }
 
+static char *substitute_tag(const char *params, const char *tag) {
+    const char *at = strstr(params, "%TAG%");
+    if (!at) return strdup(params);
+    size_t n = strlen(params) - 5 + strlen(tag);
+    char *out = malloc(n + 1);
+    snprintf(out, n + 1, "%.*s%s%s", (int)(at - params), params, tag, at + 5);
+    return out;
+}
+
 static void start_job(const char *tag, const char *method, const char *params, pthread_barrier_t *barrier) {
     job *j = calloc(1, sizeof *j);
     j->tag = strdup(tag);
     j->method = strdup(method);
-    j->params = strdup(params);
+    j->params = substitute_tag(params, tag);
     j->barrier = barrier;
     j->next = jobs;
     jobs = j;
@@ -247,10 +258,15 @@ int main(void) {
             emit("loaded", NULL, NULL, 0, NULL, NULL, 0, extra);
         } else if (strcmp(cmd, "init2") == 0) {
             cliproxy_plugin_api other = {0};
-            int rc = init(&host, &other);
-            char extra[96];
-            snprintf(extra, sizeof extra, ",\"rc\":%d,\"filled\":%s", rc,
-                     other.call || other.shutdown ? "true" : "false");
+            void *h2 = *rest ? dlopen(rest, RTLD_NOW | RTLD_LOCAL) : NULL;
+            init_fn f = h2 ? (init_fn)(uintptr_t)dlsym(h2, "cliproxy_plugin_init") : init;
+            int rc = f ? f(&host, &other) : -1;
+            /* As the proxy does after a failed init: call shutdown if it was set, then dlclose. */
+            if (rc != 0 && other.shutdown) other.shutdown();
+            char extra[128];
+            snprintf(extra, sizeof extra, ",\"rc\":%d,\"filled\":%s,\"same_handle\":%s", rc,
+                     other.call || other.shutdown ? "true" : "false", h2 == handle ? "true" : "false");
+            if (h2) dlclose(h2);
             emit("init2", NULL, NULL, 0, NULL, NULL, 0, extra);
         } else if (strcmp(cmd, "script") == 0) {
             char *m = word(&rest);
