@@ -940,3 +940,23 @@ async def test_host_auth_save_callback_writes_physical_file(client: Client, auth
     assert result["name"] == "saved.json"
     assert Path(result["path"]).read_bytes() == text
     assert [f["name"] for f in await files(client)] == ["saved.json"]
+
+
+async def test_host_auth_save_on_first_write_keeps_plugin_bytes(client: Client, auth_dir: Path) -> None:
+    """TestHostAuthSaveOnFirstWriteKeepsPluginBytes: no routing keys are invented."""
+    payload = b'{"type":"demo","email":"saved@example.com","api_key":"saved-key"}'
+    await call_raw(client, "host.auth.save", b'{"name":"saved.json","json":' + payload + b"}")
+    saved = json.loads((auth_dir / "saved.json").read_bytes())
+    assert "priority" not in saved and saved["api_key"] == "saved-key"
+    [entry] = await files(client)
+    assert "priority" not in entry
+
+
+async def test_host_auth_list_callback_uses_auth_manager(client: Client, auth_dir: Path) -> None:
+    """TestHostAuthListCallbackUsesAuthManager, for the credential as the manager loads it
+    from disk: one entry with the auth index, the file name and the email."""
+    path = write(auth_dir, "demo-a.json", '{"type":"demo","email":"a@example.com","api_key":"k1"}')
+    [entry] = (await call(client, "host.auth.list", None))["files"]
+    expected = (index_of("demo", path), "demo-a.json", "a@example.com")
+    assert (entry["auth_index"], entry["name"], entry["email"]) == expected
+    assert "api_key" not in entry

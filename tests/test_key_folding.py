@@ -141,6 +141,13 @@ def test_null_header_values_and_null_elements_are_accepted_as_go_accepts_them() 
     assert decode({"Headers": None}).headers is None
 
 
+def test_null_for_a_field_that_cannot_be_null_leaves_it_unchanged() -> None:
+    got = decode({"method": None, "URL": "u", "Auth_Index": None, "wire_profile": {"http1_only": None}})
+    assert (got.method, got.url, got.auth_index) == ("", "u", "")
+    assert got.wire_profile is not None and got.wire_profile.http1_only is False
+    assert decode({"body": None, "request": None}).body is None
+
+
 def test_errors_after_folding_name_the_struct_field() -> None:
     with pytest.raises(InvalidParams) as e:
         decode({"URL": 5})
@@ -225,6 +232,17 @@ async def test_http_do_with_go_headers_a_mixed_case_payload_and_line_broken_base
     assert (req.method, req.body) == ("PUT", b"x" * 100)
     assert [v for k, v in req.headers if k == "X-Go"] == ["1", ""]
     assert req.header("x-n") is None
+
+
+async def test_http_do_with_a_null_method_is_a_get(served: tuple[HostdProcess, Path], upstream: Upstream) -> None:
+    @upstream.route("/null")
+    async def answer(req: Request) -> Response:
+        return Response(200)
+
+    payload = b'{"Method":null,"URL":"%s/null","Headers":{"X-N":null},"Body":null}' % upstream.url.encode()
+    async with await served[0].connect() as c:
+        assert (await call_raw(c, "host.http.do", payload))["StatusCode"] == 200
+    assert upstream.requests[-1].method == "GET" and upstream.requests[-1].header("X-N") is None
 
 
 async def test_http_do_nested_go_request(served: tuple[HostdProcess, Path], upstream: Upstream) -> None:
