@@ -50,5 +50,26 @@ bridge:
 	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -fPIC -shared $(if $(HOSTD),-DHOSTD_DEFAULT_PATH='"$(HOSTD)"') \
 		-o build/hostd-bridge.so hostd/bridge/hostd_bridge.c -lpthread
 
+# Production install (docs/operations.md): a venv at PREFIX with hostd installed from SOURCE
+# (this tree, or a wheel: SOURCE=dist/hostd-*.whl), not editable, with the fast extra; the
+# systemd units with ExecStart pointed at it; an example config (an existing one is kept).
+# `make install-system PREFIX=/opt/hostd` as root.
+PREFIX    ?= /opt/hostd
+UNITDIR   ?= /etc/systemd/system
+ETCDIR    ?= /etc/hostd
+PIP_FLAGS ?=
+SOURCE    ?= .
+.PHONY: install-system
+install-system:
+	$(PYTHON) -m venv $(PREFIX)
+	$(PREFIX)/bin/pip install -q $(PIP_FLAGS) '$(SOURCE)[fast]'
+	install -d $(UNITDIR) $(ETCDIR)/plugins $(PREFIX)/share/hostd
+	for f in docs/systemd/*.service docs/systemd/*.socket; do \
+		sed 's#/opt/hostd/bin/hostd#$(PREFIX)/bin/hostd#g; s#/etc/hostd/#$(ETCDIR)/#g' $$f > $(UNITDIR)/$$(basename $$f); \
+	done
+	install -m 0644 docs/systemd/hostd.tmpfiles docs/systemd/*.example $(PREFIX)/share/hostd/
+	[ -e $(ETCDIR)/hostd.toml ] || install -m 0644 docs/systemd/hostd.toml $(ETCDIR)/hostd.toml
+	@echo "installed $(PREFIX)/bin/hostd; next: systemctl daemon-reload && systemctl enable --now hostd.service"
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
