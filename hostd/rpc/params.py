@@ -232,12 +232,10 @@ def _strict_twin(struct: type[Any]) -> type[Any]:
     twin = _twins.get(struct)
     if twin is not None:
         return twin
-    hints = typing.get_type_hints(struct, include_extras=True)
     overrides: list[tuple[str, Any, Any]] = []
-    for f in msgspec.structs.fields(struct):
-        hint = hints[f.name]
-        strict = _strict_hint(hint)
-        if strict is not hint:
+    for f in msgspec.structs.fields(struct):  # annotations already resolved by msgspec
+        strict = _strict_hint(f.type)
+        if strict is not f.type:
             default = (
                 msgspec.field(default_factory=f.default_factory, name=f.encode_name)
                 if f.default_factory is not msgspec.NODEFAULT
