@@ -98,6 +98,44 @@ def test_any_method_reaches_the_plugin_with_the_params_bytes_as_sent(libs: dict[
         assert any(sent in line for line in worker.raw_lines)
 
 
+def test_requests_in_any_key_order_and_without_params_reach_the_plugin(libs: dict[str, Path]) -> None:
+    with running(libs["plugin"]) as worker:
+        seven, eight = worker.expect(7), worker.expect(8)
+        worker.send_raw(b'{"method":"echo","params":{"b":2},"id":7,"jsonrpc":"2.0"}\n')
+        worker.send_raw(b'{ "jsonrpc": "2.0", "id": 8, "method": "echo" }\n')
+        assert seven.result(TIMEOUT)["result"] == {"method": "echo", "params": {"b": 2}}
+        assert eight.result(TIMEOUT)["result"] == {"method": "echo", "params": {}}
+
+
+def test_large_params_and_results_pass_whole(libs: dict[str, Path]) -> None:
+    body = b64(bytes(range(256)) * 24 * 1024)  # 6 MiB of bytes, 8 MiB of base64
+    with running(libs["plugin"]) as worker:
+        assert worker.invoke("echo", {"body": body}) == {"method": "echo", "params": {"body": body}}
+
+    def big(worker: Worker, msg: dict[str, Any]) -> Any:
+        if msg["method"] == "host.http.do":
+            return {"StatusCode": 200, "Headers": None, "Body": body}
+        if msg["method"] == "host.model.stream_read":
+            return {"payload": None, "error": "", "done": True}
+        return default_handler(worker, msg)
+
+    with running(libs["plugin"], handler=big) as worker:
+        result = worker.invoke("management.handle", {"host_callback_id": "cb", "url": "http://127.0.0.1:9/"})
+        assert result["http"]["result"]["Body"] == body
+
+
+def test_answers_in_another_key_order_reach_the_plugin(libs: dict[str, Path]) -> None:
+    def reordered(worker: Worker, msg: dict[str, Any]) -> Any:
+        if msg["method"] == "host.auth.list":
+            worker.send_raw(b'{"result": {"files": []}, "id": %d, "jsonrpc": "2.0"}\n' % msg["id"])
+            return NO_ANSWER
+        return default_handler(worker, msg)
+
+    with running(libs["plugin"], handler=reordered) as worker:
+        result = worker.invoke("raw_host_call", {"what": "empty"})
+        assert result == {"rc": 0, "resp": {"ok": True, "result": {"files": []}}}
+
+
 def test_a_pretty_printed_result_is_one_line_and_kept_exactly(libs: dict[str, Path]) -> None:
     with running(libs["plugin"]) as worker:
         assert worker.invoke("pretty") == {"a": [1, 2], "big": 123456789012345678901234567890}

@@ -98,7 +98,15 @@ class LoadError(Exception):
 # value's exact text is kept beside its decoded value.
 
 _WS = re.compile(r"[ \t\n\r]*")
-_SUCCESS = re.compile(r'\{"jsonrpc":"2\.0","id":([0-9]{1,18}),"result":')
+# hostd's own lines, as its encoder writes them (keys in this order, no spaces): matched on the
+# bytes so that a large result or params object is sliced, never decoded and re-encoded. Any other
+# shape takes the general path.
+_SUCCESS = re.compile(rb'\{"jsonrpc":"2\.0","id":([0-9]{1,18}),"result":')
+_REQUEST = re.compile(
+    rb'\{"jsonrpc":"2\.0","id":("(?:[^"\\]|\\.)*"|-?[0-9]{1,18}),"method":("(?:[^"\\]|\\.)*"),"params":'
+)
+_OK_PREFIX = b'{"ok":true,"result":'
+
 _local = threading.local()
 
 
@@ -300,6 +308,17 @@ def _log(message: str) -> None:
         pass
 
 
+# Part of an envelope: ``data[start:end]``, copied straight into the malloc'ed buffer.
+Piece = tuple[bytes, int, int]
+
+
+def _piece(data: bytes) -> Piece:
+    return (data, 0, len(data))
+
+
+_OK_SUFFIX = _piece(b"}")
+
+
 class _Pending:
     """A host call waiting for hostd's answer (or the hello).
 
@@ -307,13 +326,13 @@ class _Pending:
     Condition and a second lock per wait: measurable on every host call).
     """
 
-    __slots__ = ("_lock", "answer", "on_answer", "result_raw")
+    __slots__ = ("_lock", "answer", "on_answer", "result")
 
     def __init__(self, on_answer: Callable[[Members | None], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._lock.acquire()
-        self.answer: Members | None = None  # None (and no result_raw): the connection closed first
-        self.result_raw: str | None = None  # a success's result text, when the fast path read it
+        self.answer: Members | None = None  # None (and no result): the connection closed first
+        self.result: Piece | None = None  # a success's result, sliced from its line by the fast path
         self.on_answer = on_answer
 
     def set(self) -> None:
@@ -453,15 +472,23 @@ class Worker:
                 return 1
             method = ctypes.string_at(method_p).decode("utf-8", "replace")
             request = ctypes.string_at(req_p, req_len) if req_p and req_len else b""
-            envelope = self.host_call(method, request)
+            pieces = self.host_call(method, request)
             if not resp:
                 return 0
-            ptr = self.libc.malloc(max(len(envelope), 1))
+            total = sum(end - start for _, start, end in pieces)
+            ptr = self.libc.malloc(max(total, 1))
             if not ptr:
                 return 1
-            ctypes.memmove(ptr, envelope, len(envelope))
+            offset = 0
+            for data, start, end in pieces:
+                if end > start:
+                    # c_char_p(bytes) points at the bytes object's own buffer: no intermediate copy.
+                    source = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+                    assert source is not None
+                    ctypes.memmove(ptr + offset, source + start, end - start)
+                    offset += end - start
             resp.contents.ptr = ptr
-            resp.contents.len = len(envelope)
+            resp.contents.len = total
             return 0
         except BaseException:  # an exception must never unwind into the plugin's C frames
             _log("host call failed inside the worker:\n" + traceback.format_exc())
@@ -471,30 +498,30 @@ class Worker:
         if ptr:
             self.libc.free(ptr)
 
-    def host_call(self, method: str, request: bytes) -> bytes:
+    def host_call(self, method: str, request: bytes) -> list[Piece]:
         """Send ``method`` to hostd and block this thread until its answer; returns the envelope."""
         params: str | None = None
         if request:
             text = request.decode("utf-8", "replace")
             if not is_json_value(text):
-                return host_error_envelope(f"decode {method} request: invalid JSON")
+                return [_piece(host_error_envelope(f"decode {method} request: invalid JSON"))]
             params = one_line(text)
         pending = _Pending()
         if not self._request(method, params, pending):
-            return host_error_envelope("hostd connection closed")
+            return [_piece(host_error_envelope("hostd connection closed"))]
         pending.wait()
-        if pending.result_raw is not None:
-            return ('{"ok":true,"result":' + pending.result_raw + "}").encode()
+        if pending.result is not None:
+            return [_piece(_OK_PREFIX), pending.result, _OK_SUFFIX]
         answer = pending.answer
         if answer is None:
-            return host_error_envelope("hostd connection closed")
+            return [_piece(host_error_envelope("hostd connection closed"))]
         for key, value, raw in reversed(answer):
             if key == "result":
-                return ('{"ok":true,"result":' + raw + "}").encode()
+                return [_piece(_OK_PREFIX), _piece(raw.encode()), _OK_SUFFIX]
             if key == "error":
                 message = value.get("message", "") if isinstance(value, dict) else ""
-                return host_error_envelope(message if isinstance(message, str) else str(message))
-        return host_error_envelope("invalid answer from hostd")
+                return [_piece(host_error_envelope(message if isinstance(message, str) else str(message)))]
+        return [_piece(host_error_envelope("invalid answer from hostd"))]
 
     # -- host → plugin --
 
@@ -514,6 +541,11 @@ class Worker:
             self._cancelled.discard(key)
             self._in_flight.discard(key)
             self._all_done.notify_all()
+
+    def _start_call(self, id_value: Any, id_raw: str, method: str, params: bytes) -> None:
+        with self._lock:
+            self._in_flight.add(_id_key(id_value))
+        self._submit(functools.partial(self._serve, id_value, id_raw, method, params))
 
     def _submit(self, job: Callable[[], None]) -> None:
         """Run ``job`` on an idle pool thread, or on a new one when none is idle."""
@@ -556,20 +588,27 @@ class Worker:
             self.eof.set()
 
     def _dispatch(self, line: bytes) -> None:
+        if line.endswith(b"}"):
+            # The line is one JSON object, so what follows "result": (or "params":) up to the
+            # final brace is that member's value, exactly as hostd wrote it.
+            fast = _SUCCESS.match(line)
+            if fast is not None:
+                # (A success needs no on_answer: the hello's only logs a refusal.)
+                with self._lock:
+                    pending = self._pending.pop(_id_key(int(fast.group(1))), None)
+                if pending is None:
+                    _log("dropped an answer from hostd that matches no host call")
+                else:
+                    pending.result = (line, fast.end(), len(line) - 1)
+                    pending.set()
+                return
+            fast = _REQUEST.match(line)
+            if fast is not None:
+                id_raw = fast.group(1).decode()
+                id_value, method = json.loads(id_raw), json.loads(fast.group(2))
+                self._start_call(id_value, id_raw, method, line[fast.end() : -1])
+                return
         text = line.decode("utf-8", "replace")
-        fast = _SUCCESS.match(text)
-        if fast is not None and text.endswith("}"):
-            # hostd writes a success as {"jsonrpc":"2.0","id":N,"result":R}: R is everything up to
-            # the final brace (the line is one JSON object), taken without parsing it.
-            # (A success needs no on_answer: the hello's only logs a refusal.)
-            with self._lock:
-                pending = self._pending.pop(_id_key(int(fast.group(1))), None)
-            if pending is None:
-                _log("dropped an answer from hostd that matches no host call")
-            else:
-                pending.result_raw = text[fast.end() : -1]
-                pending.set()
-            return
         members = parse_object(text)
         if members is None:
             _log(f"ignored a line from hostd that is not a JSON object ({len(line)} bytes)")
@@ -579,10 +618,9 @@ class Worker:
         if isinstance(method, str):
             if "id" in fields:
                 id_value, id_raw = fields["id"]
-                params = fields["params"][1].encode() if "params" in fields else b"{}"
-                with self._lock:
-                    self._in_flight.add(_id_key(id_value))
-                self._submit(functools.partial(self._serve, id_value, id_raw, method, params))
+                self._start_call(
+                    id_value, id_raw, method, fields["params"][1].encode() if "params" in fields else b"{}"
+                )
             elif method == "$/cancelRequest":
                 params = fields.get("params", (None, ""))[0]
                 if isinstance(params, dict) and "id" in params:

@@ -98,6 +98,13 @@ class Worker:
         self.send(msg)
         return request_id, future
 
+    def expect(self, request_id: Any) -> Future[dict[str, Any]]:
+        """A future for the answer to a request this side sends itself (``send_raw``)."""
+        future: Future[dict[str, Any]] = Future()
+        with self._lock:
+            self._waiting[request_id] = future
+        return future
+
     def invoke_answer(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         _, future = self.start_invoke(method, {} if params is None else params)
         return future.result(TIMEOUT)
