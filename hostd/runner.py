@@ -1,10 +1,10 @@
 """``hostd run``: spawn one plugin and serve it on its stdin/stdout, as the proxy runs each plugin.
 
-The plugin's session is the daemon's ordinary stdio session (:class:`hostd.server.Daemon`),
-pointed at the child's pipes: ``hostd run`` never uses its own stdin/stdout, so before the
-daemon starts the pipes are put on fds 0 and 1, and once the session has taken its
-duplicates, /dev/null goes back there (so closing the session's side is the child's EOF).
-The control socket and every other serve option work as for ``hostd serve``.
+:class:`PluginRunner` is a child supervisor: the daemon runs it inside its own task group
+(``Daemon.run(child=...)``) and exits with what it returns. It makes the child's pipes,
+asks the daemon for a plugin session on them (``serve_pipes``: the session holds its own
+duplicates, so closing the session's side is the child's EOF), starts the child and waits
+for both to end. The control socket and every other serve option work as for ``hostd serve``.
 
 Lifetimes, both ways:
 - the child is forked from the main thread (``PR_SET_PDEATHSIG`` fires when the *forking
@@ -28,16 +28,13 @@ import ctypes
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from hostd.config import Config
-from hostd.eventloop import run_daemon
-from hostd.logs import Logger, configure
+from hostd.logs import Logger
 from hostd.rpc.session import Session
-from hostd.server import Daemon, StartupError, raise_nofile_limit
 
 PR_SET_PDEATHSIG = 1
 EXIT_DRAIN_S = 1.0  # after the child exits, how long its stdout may stay open (a grandchild holds it)
@@ -45,17 +42,12 @@ STDERR_DRAIN_S = 1.0
 MAX_STDERR_LINE = 64 * 1024
 
 
-def run_plugin(config: Config, cmd: list[str]) -> int:
-    """Run ``cmd`` as the plugin of one stdio session; returns hostd's exit code."""
-    if config.listen != "stdio":
-        print("hostd run: the plugin is served on its stdio; --listen is not supported here", file=sys.stderr)
-        return 2
-    logger = configure(config.log_level)
-    raise_nofile_limit()
-    try:
-        return run_daemon(config, lambda: PluginRunner(config, logger, cmd).run())
-    finally:
-        logger.flush()
+class ChildHost(Protocol):
+    """What the supervisor needs from the daemon it runs in (``hostd.server.Daemon``)."""
+
+    shutdown: asyncio.Event
+
+    async def serve_pipes(self, read_fd: int, write_fd: int, *, name: str = "") -> Session: ...
 
 
 def exit_code(returncode: int) -> int:
@@ -75,6 +67,8 @@ def _load_prctl() -> Callable[..., int] | None:
 
 
 class PluginRunner:
+    """The child supervisor of ``hostd run -- CMD``: one plugin process, one session."""
+
     def __init__(self, config: Config, logger: Logger, cmd: list[str]) -> None:
         self.config = config
         self.logger = logger
@@ -87,42 +81,35 @@ class PluginRunner:
         self._stderr_transport: asyncio.BaseTransport | None = None
         self._pipes: dict[str, int] = {}
         self._session_fds = (0, 1)
-        self._session_ended = asyncio.Event()
 
     # Whole run ----------------------------------------------------------------------------
 
-    async def run(self) -> int:
+    async def supervise(self, host: ChildHost) -> int:
+        """Start the child on a fresh session and return its exit status once both are over."""
         loop = asyncio.get_running_loop()
         self._exited = loop.create_future()
-        daemon = Daemon(self.config, self.logger)
         await self._wire_pipes()
-        daemon_task = asyncio.create_task(
-            daemon.run(stdio_session=self._on_session, stdio_fds=self._session_fds), name="daemon"
-        )
-        stop = asyncio.create_task(daemon.shutdown.wait(), name="stop-signal")
         terminating: asyncio.Task[None] | None = None
         try:
+            session = await host.serve_pipes(*self._session_fds, name=self.config.name)
+            self._on_session(session)
+            closed = asyncio.ensure_future(session.wait_closed())
+            stop = asyncio.ensure_future(host.shutdown.wait())
             try:
-                waits: set[asyncio.Future[Any]] = {daemon_task, stop, self._exited}
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                if self._exited.done() and not daemon_task.done():
-                    await self._end_session_after_exit(daemon_task)
-                elif stop.done() and not self._session_ended.is_set() and self.child is not None:
-                    # A stop signal (the session has not ended first): ask the plugin to stop
-                    # while its session drains.
+                await asyncio.wait({closed, stop, self._exited}, return_when=asyncio.FIRST_COMPLETED)
+                if self._exited.done() and not closed.done():
+                    # The child exited: its stdout's EOF ends the session, unless a grandchild holds it.
+                    done, _ = await asyncio.wait({closed}, timeout=EXIT_DRAIN_S)
+                    if not done:
+                        session.eof()
+                elif stop.done() and not closed.done() and self.child is not None:
+                    # A stop signal: ask the plugin to stop while its session drains.
                     terminating = asyncio.create_task(self._terminate(wait_first=False), name="terminate")
-                await daemon_task
+                await closed
             finally:
+                closed.cancel()
                 stop.cancel()
-                if not daemon_task.done():  # only when we are cancelled ourselves
-                    daemon_task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await daemon_task
                 self._close_pipes()
-        except StartupError as e:
-            self.logger.error("cannot start", error=str(e))
-            print(f"hostd: {e}", file=sys.stderr)
-            return 1
         finally:
             if terminating is not None:
                 await terminating
@@ -184,14 +171,14 @@ class PluginRunner:
             )
         except OSError as e:
             self.spawn_error = 127 if isinstance(e, FileNotFoundError) else 126
-            self.logger.error("cannot start plugin", cmd=self.cmd, error=str(e))
+            # Not the whole command line: plugins take secrets as arguments too.
+            self.logger.error("cannot start plugin", program=os.path.basename(self.cmd[0]), error=e.strerror or str(e))
             session.eof()
             return
         finally:
             for name in ("stdin", "stdout", "stderr"):
                 os.close(self._pipes.pop(name))
         session.peer_pid, session.peer_uid = self.child.pid, os.getuid()
-        session.on_close.append(lambda _s: self._session_ended.set())
         self.logger.info("plugin started", plugin=session.plugin_id, session=session.id, pid=self.child.pid)
         self._watch_exit(self.child.pid)
 

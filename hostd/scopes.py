@@ -19,6 +19,8 @@ class Scope:
     id: str
     session_id: str
     request_id: str | None = None
+    # The invoker's own host_callback_id (the proxy's, through the bridge), kept to map back.
+    invoker_callback_id: object = None
     closed: bool = False
     on_close: list[Callable[[], None]] = field(default_factory=list)
 
@@ -43,7 +45,7 @@ class ScopeRegistry:
         ``None`` when it is not open (never issued, or ended); :class:`Forbidden` when it
         is open but bound to another session.
         """
-        scope = self._scopes.get(scope_id.strip())
+        scope = self._scopes.get(scope_id)  # compared exactly as sent (PROTOCOL §3)
         if scope is None:
             return None
         if scope.session_id != session_id:

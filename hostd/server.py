@@ -1,9 +1,21 @@
 """Wiring: build the services, open the listeners, run sessions, shut down cleanly.
 
-The daemon owns one task group: listeners' sessions, the idle-stream reaper and the
-systemd watchdog all live in it. SIGTERM/SIGINT stop accepting and reading, close every
-stream, give in-flight calls ``shutdown_grace_s`` to finish, cancel the rest and remove
-the socket files.
+The daemon owns one task group. In it run the listeners' sessions, the idle-stream reaper,
+the systemd watchdog and, under ``hostd run``, the child supervisor. Fault boundaries held
+here (PROTOCOL §4, DESIGN "Fault boundaries"):
+- **session**: every session runs through :meth:`Daemon._run_session`, which catches
+  everything but cancellation, logs it with the plugin id, releases what the session held
+  and counts it (``totals.session_crashes``); no other session notices.
+- **daemon component**: the reaper and the watchdog run through :meth:`Daemon._component`,
+  which logs a crash and restarts the component after a short pause; a crash there never
+  cancels the sessions.
+- a connection's first bytes are never read before its session runs: reading is paused
+  in ``connection_made`` and resumed by the session.
+
+SIGTERM/SIGINT stop accepting and reading, close every stream, give in-flight calls
+``shutdown_grace_s`` to finish, answer the rest ``hostd shutting down`` and cancel them,
+remove the socket files. SIGHUP rebuilds the configuration from the sources it was built
+from at start (see :meth:`Daemon.reload`).
 """
 
 from __future__ import annotations
@@ -14,14 +26,19 @@ import os
 import resource
 import signal
 import socket
-from collections.abc import Callable, Mapping
-from typing import Any
+import stat
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 from hostd.config import Config
+from hostd.emit import EmitRegistry
+from hostd.faults import log_fault
 from hostd.handlers import control_methods, plugin_methods
-from hostd.handlers.base import Method
 from hostd.logs import Logger
-from hostd.rpc.session import Session
+from hostd.rpc.methods import Method
+from hostd.rpc.outbox import OutputBudget
+from hostd.rpc.session import InputBudget, Session
 from hostd.scopes import ScopeRegistry
 from hostd.services import Services
 from hostd.streams import Counters, StreamTable
@@ -35,9 +52,11 @@ from hostd.transports import (
     parse_unix_address,
     peer_credentials,
 )
-from hostd.upstream.credentials import CredentialStore
+from hostd.credentials import CredentialStore
 from hostd.upstream.http_client import HttpUpstream
 from hostd.upstream.model_backend import ModelBackend
+
+RESTART_PAUSE_S = 1.0
 
 
 def raise_nofile_limit() -> None:
@@ -65,32 +84,49 @@ def build_services(config: Config, logger: Logger) -> Services:
         scopes=ScopeRegistry(),
         counters=counters,
         http=HttpUpstream(config.http, logger),
+        emit=EmitRegistry(),
+        output_budget=OutputBudget(limits.max_total_output_bytes),
+        input_budget=InputBudget(limits.max_total_input_bytes),
     )
-    _attach_optional_families(services)
+    if config.model.base_url:
+        services.model = ModelBackend(config, logger)
+    if config.auth_dir:
+        services.auth = CredentialStore(config.auth_dir)
+    # Session-end cleanup, in this order: streams first (their upstream connections drop at
+    # once), then scopes (closing the model streams bound to them), then the emit links the
+    # session was reading.
+    services.end_hooks += [
+        lambda s: services.streams.close_owned(s, "session ended"),  # type: ignore[func-returns-value]
+        lambda s: services.scopes.close_session(s.id),
+        services.emit.close_reader,
+    ]
+    operations = getattr(services, "operations", None)
+    if operations is not None:
+        services.end_hooks.append(lambda s: operations.close_session(s.id))
     return services
 
 
-def _attach_optional_families(services: Services) -> None:
-    """Model backend and credential store, when their modules and configuration exist."""
-    if services.config.model.base_url:
-        services.model = ModelBackend(services.config, services.logger)
-    if services.config.auth_dir:
-        services.auth = CredentialStore(services.config.auth_dir)
+class ChildSupervisor(Protocol):
+    """``hostd run``'s child (a plugin command or a native worker), run inside the daemon."""
+
+    async def supervise(self, daemon: Daemon) -> int: ...
 
 
 class Daemon:
-    def __init__(self, config: Config, logger: Logger) -> None:
+    def __init__(self, config: Config, logger: Logger, reload: Callable[[], Config] | None = None) -> None:
         self.config = config
         self.logger = logger
         self.shutdown = asyncio.Event()
         self.notifier = Notifier()
         self.services = build_services(config, logger)
+        self._reload_source = reload
         self._socket_paths: list[str] = []
         self._servers: list[asyncio.Server] = []
         self._tg: asyncio.TaskGroup | None = None
         self._session_tasks: set[asyncio.Task[None]] = set()
+        self._last_refusal = 0.0
 
-    # Listening ------------------------------------------------------------------------
+    # Listening ------------------------------------------------------------------------------
 
     def _open_sockets(self) -> tuple[list[socket.socket], list[socket.socket]]:
         """(plugin sockets, control sockets): inherited from systemd, or created here."""
@@ -99,6 +135,7 @@ class Daemon:
             control = [s for name, s in inherited.items() if name == "control"]
             plugin = [s for name, s in inherited.items() if name != "control"]
             self.logger.info("using sockets from systemd", count=len(inherited))
+            self.services.listen = ["systemd"]
             return plugin, control
         plugin = []
         control = []
@@ -111,6 +148,7 @@ class Daemon:
             path = parse_unix_address(self.config.control)
             control.append(bind_unix_socket(path, 0o600))
             self._socket_paths.append(path)
+        self.services.listen = [self.config.listen]
         return plugin, control
 
     async def _serve_socket(self, sock: socket.socket, kind: str, methods: Mapping[str, Method[Any]]) -> None:
@@ -123,51 +161,81 @@ class Daemon:
         server = await loop.create_unix_server(factory, sock=sock)
         self._servers.append(server)
 
+    def admit(self) -> bool:
+        """Room for one more session (``limits.max_sessions``); warns, rate-limited, when not."""
+        if len(self.services.sessions) < self.services.config.limits.max_sessions:
+            return True
+        now = time.monotonic()
+        if now - self._last_refusal >= 1.0:
+            self._last_refusal = now
+            self.logger.warn("connection refused: too many sessions", limit=self.services.config.limits.max_sessions)
+        return False
+
     def start_session(self, session: Session) -> None:
         assert self._tg is not None
-        task = self._tg.create_task(session.run(self.shutdown, self.config.shutdown_grace_s), name=session.id)
+        task = self._tg.create_task(self._run_session(session), name=session.id)
         self._session_tasks.add(task)
         task.add_done_callback(self._session_tasks.discard)
 
-    # Running --------------------------------------------------------------------------
+    async def _run_session(self, session: Session) -> None:
+        """The session boundary: whatever escapes a session ends that session alone."""
+        try:
+            await session.run(self.shutdown, self.config.shutdown_grace_s)
+        except Exception as e:
+            self.services.counters.session_crashes += 1
+            log_fault(self.logger, "session crashed", e, session=session.id, plugin=session.plugin_id)
+            with contextlib.suppress(Exception):
+                session.close("crashed")
+                session._finish()
 
-    async def run(
-        self, stdio_session: Callable[[Session], Any] | None = None, stdio_fds: tuple[int, int] = (0, 1)
-    ) -> int:
-        """Serve until shutdown. ``stdio_fds`` (read, write) carry the stdio session: the process's
-        own stdin/stdout for ``hostd serve``, a spawned plugin's pipes for ``hostd run``."""
+    async def serve_pipes(self, read_fd: int, write_fd: int, *, name: str = "") -> Session:
+        """Start a plugin session on a pair of pipes (``hostd run``'s child); it runs in the
+        daemon's task group under the session boundary. The pipes are duplicated."""
+        session = Session(self.services, plugin_methods(), name=name)
+        release = await attach_stdio(session, read_fd, write_fd)
+        self.start_session(session)
+        session_task = next(t for t in self._session_tasks if t.get_name() == session.id)
+        session_task.add_done_callback(lambda _t: release())
+        return session
+
+    # Running --------------------------------------------------------------------------------
+
+    async def run(self, child: ChildSupervisor | None = None, stdio_fds: tuple[int, int] = (0, 1)) -> int:
+        """Serve until shutdown; returns the exit code (the child's, under ``hostd run``)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, self._on_reload)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         plugin_socks, control_socks = self._open_sockets()
         exit_code = 0
+        stdio_session = child is None and self.config.listen == "stdio" and not plugin_socks
+        if stdio_session:
+            _check_stdio(stdio_fds)
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                background = [tg.create_task(self.services.streams.run_reaper(), name="reaper")]
+                background = [tg.create_task(self._component("reaper", self.services.streams.run_reaper))]
                 if self.notifier.watchdog_interval_s:
-                    background.append(tg.create_task(self._watchdog(), name="watchdog"))
+                    background.append(tg.create_task(self._component("watchdog", self._watchdog)))
                 for sock in plugin_socks:
                     await self._serve_socket(sock, "plugin", plugin_methods())
                 for sock in control_socks:
                     await self._serve_socket(sock, "control", control_methods())
-                stdio = None
-                if stdio_session is not None or (self.config.listen == "stdio" and not plugin_socks):
-                    stdio = Session(self.services, plugin_methods(), name=self.config.name)
-                    release = await attach_stdio(stdio, *stdio_fds)
-                    stdio.on_close.append(lambda _s: release())
+                stdio: Session | None = None
+                if stdio_session:
+                    stdio = await self.serve_pipes(*stdio_fds, name=self.config.name)
                 self.logger.info(
                     "hostd ready",
-                    listen=self.config.listen if not plugin_socks or self._socket_paths else "systemd",
+                    listen=self.services.listen[0] if self.services.listen else None,
                     control=self.config.control or None,
                     pid=os.getpid(),
                 )
                 self.notifier.notify("READY=1\nSTATUS=ready")
-                if stdio is not None:
-                    if stdio_session is not None:
-                        stdio_session(stdio)
-                    await stdio.run(self.shutdown, self.config.shutdown_grace_s)
+                if child is not None:
+                    exit_code = await self._supervise(child)
+                    self.shutdown.set()
+                elif stdio is not None:
+                    await _first(stdio.wait_closed(), self.shutdown.wait())
                     self.shutdown.set()
                 else:
                     await self.shutdown.wait()
@@ -186,24 +254,40 @@ class Daemon:
             await self.services.http.aclose()
             if self.services.model is not None:
                 await self.services.model.aclose()
+            self.logger.info("hostd stopped", calls=self.services.counters.calls, exit_code=exit_code)
         return exit_code
+
+    async def _supervise(self, child: ChildSupervisor) -> int:
+        try:
+            return await child.supervise(self)
+        except Exception as e:
+            log_fault(self.logger, "child supervisor failed", e)
+            return 1
+
+    async def _component(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
+        """The daemon-component boundary: a crash is logged and the component restarted."""
+        while True:
+            try:
+                await fn()
+                return
+            except Exception as e:
+                log_fault(self.logger, "daemon component crashed; restarting it", e, component=name)
+                await asyncio.sleep(RESTART_PAUSE_S)
 
     def _on_stop_signal(self, sig: int) -> None:
         if not self.shutdown.is_set():
             self.logger.info("signal received, shutting down", signal=signal.Signals(sig).name)
             self.shutdown.set()
 
-    def _on_reload(self) -> None:
-        from hostd.config import ConfigError, load_config
+    def reload(self) -> None:
+        """SIGHUP: rebuild the configuration from the start's sources and apply what can change live."""
+        from hostd.reload import apply_reload  # only on SIGHUP
 
         self.notifier.notify("RELOADING=1")
         try:
-            fresh = load_config()
-        except ConfigError as e:
-            self.logger.error("config reload failed; keeping the running config", error=str(e))
-        else:
-            self.logger.set_level(fresh.log_level)
-            self.logger.info("config reloaded (log level applied; other changes need a restart)")
+            apply_reload(self)
+        except Exception as e:
+            log_fault(self.logger, "config reload failed; keeping the running config", e)
         self.notifier.notify("READY=1")
 
     async def _watchdog(self) -> None:
@@ -221,6 +305,28 @@ class Daemon:
         self._socket_paths.clear()
 
 
+def _check_stdio(fds: tuple[int, int]) -> None:
+    """A stdio session needs a peer: refuse stdin on /dev/null (systemd's default) or a tty."""
+    try:
+        st = os.fstat(fds[0])
+    except OSError as e:
+        raise StartupError(f"stdin is not usable for a stdio session: {e.strerror}") from None
+    if stat.S_ISCHR(st.st_mode):
+        raise StartupError(
+            "stdin is a character device (/dev/null or a terminal), not a plugin: "
+            "use --listen unix:PATH, socket activation, or run hostd from the plugin"
+        )
+
+
+async def _first(*aws: Awaitable[Any]) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
 class _Accepted(SessionProtocol):
     """A freshly accepted connection: checks the peer, then starts its session."""
 
@@ -229,22 +335,33 @@ class _Accepted(SessionProtocol):
         self.kind = kind
         self.methods = methods
         self.allowed = allowed
+        self.session = None  # type: ignore[assignment]
 
     def connection_made(self, transport: Any) -> None:
-        sock = transport.get_extra_info("socket")
-        pid, uid = peer_credentials(sock) if sock is not None else (None, None)
-        if self.allowed and uid not in self.allowed:
-            self.daemon.logger.warn("connection refused: peer uid not allowed", peer_uid=uid, peer_pid=pid)
-            transport.abort()
-            self.session = None  # type: ignore[assignment]
-            return
-        self.session = Session(self.daemon.services, self.methods, kind=self.kind, peer_pid=pid, peer_uid=uid)
-        self.session.attach(transport, transport)
-        self.daemon.start_session(self.session)
+        transport.pause_reading()  # nothing is read until the session runs
+        daemon = self.daemon
+        try:
+            sock = transport.get_extra_info("socket")
+            pid, uid = peer_credentials(sock) if sock is not None else (None, None)
+            if self.allowed and uid not in self.allowed:
+                daemon.logger.warn("connection refused: peer uid not allowed", peer_uid=uid, peer_pid=pid)
+                transport.abort()
+                return
+            if not daemon.admit():
+                transport.close()
+                return
+            session = Session(daemon.services, self.methods, kind=self.kind, peer_pid=pid, peer_uid=uid)
+            session.attach(transport, transport)
+            self.session = session
+            daemon.start_session(session)
+        except Exception as e:  # the accept boundary: this connection alone is dropped
+            log_fault(daemon.logger, "accepting a connection failed", e)
+            with contextlib.suppress(Exception):
+                transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.session is not None:  # None: refused in connection_made (nothing is read after)
             self.session.lost(exc)
 
 
-__all__ = ["Daemon", "StartupError", "build_services", "raise_nofile_limit"]
+__all__ = ["ChildSupervisor", "Daemon", "StartupError", "build_services", "raise_nofile_limit"]

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
-from hostd.errors import LimitExceeded
+from hostd.errors import HostCallFailed, LimitExceeded
+from hostd.faults import FAULTS_ON, armed, inject, inject_once
 
 if TYPE_CHECKING:
     from hostd.logs import Logger
@@ -155,7 +156,12 @@ class StreamOwner(Protocol):
     @property
     def streams(self) -> dict[str, Stream[Any]]: ...
 
-    def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]: ...
+    @property
+    def closing(self) -> bool: ...
+
+    def spawn(
+        self, coro: Any, name: str | None = None, on_crash: Callable[[], None] | None = None
+    ) -> asyncio.Task[Any]: ...
 
 
 class Stream(Generic[T]):
@@ -190,6 +196,10 @@ class Stream(Generic[T]):
         self.abort_upstream: Callable[[], None] | None = None
 
 
+async def _injected(point: str) -> None:
+    inject(point)
+
+
 async def read_counted(stream: Stream[Any], buffer: PieceBuffer[T]) -> T | End:
     """``buffer.get()`` with ``stream`` counted as read: a pending read keeps it from being
     reaped, and each finished one restarts its idle clock."""
@@ -204,9 +214,20 @@ async def read_counted(stream: Stream[Any], buffer: PieceBuffer[T]) -> T | End:
 class Counters:
     """Daemon-wide totals reported by ``hostd.status``."""
 
-    __slots__ = ("calls", "dropped_notifications", "errors", "streams_closed", "streams_opened", "streams_reaped")
+    __slots__ = (
+        "calls",
+        "dropped_log_lines",
+        "dropped_notifications",
+        "errors",
+        "session_crashes",
+        "streams_closed",
+        "streams_opened",
+        "streams_reaped",
+    )
 
     def __init__(self) -> None:
+        self.session_crashes = 0
+        self.dropped_log_lines = 0
         self.calls = 0
         self.errors = 0
         self.streams_opened = 0
@@ -240,6 +261,8 @@ class StreamTable:
 
     def open(self, kind: StreamKind, owner: StreamOwner, *, capacity: int | None = None) -> Stream[Any]:
         """Register a new stream owned by ``owner`` (``LimitExceeded`` past ``max_streams``)."""
+        if owner.closing:  # opened while its session ends: it could never be read or closed
+            raise HostCallFailed("plugin disconnected", retryable=True, data_code="plugin_unavailable")
         if len(owner.streams) >= self.max_per_session:
             raise LimitExceeded(f"too many open streams (max {self.max_per_session})")
         stream: Stream[Any] = Stream(kind, owner, capacity or self.buffer_pieces)
@@ -249,8 +272,23 @@ class StreamTable:
         return stream
 
     def start(self, stream: Stream[Any], coro: Any) -> None:
-        """Run ``coro`` as the stream's producer, in its owner's task group."""
-        stream.task = stream.owner.spawn(coro, name=f"{stream.kind}-stream-{stream.id[:8]}")
+        """Run ``coro`` as the stream's producer, in its owner's task group.
+
+        A producer that raises ends its stream with ``error: "internal error"`` (the owner's
+        guard logs it); readers see that error and ``done``.
+        """
+
+        def crashed() -> None:
+            if not stream.closed:
+                stream.buffer.finish("internal error")
+
+        if stream.closed:  # closed before its producer could start
+            coro.close()
+            return
+        if FAULTS_ON and armed(f"producer:{stream.kind}"):
+            coro.close()
+            coro = _injected(f"producer:{stream.kind}")
+        stream.task = stream.owner.spawn(coro, name=f"{stream.kind}-stream-{stream.id[:8]}", on_crash=crashed)
 
     def get(self, stream_id: str, owner: StreamOwner, kind: StreamKind | None = None) -> Stream[Any] | None:
         """The open stream ``stream_id`` if ``owner`` owns it (and it is of ``kind``)."""
@@ -323,4 +361,6 @@ class StreamTable:
         interval = min(max(self.idle_timeout_s / 4, 0.05), 5.0)
         while True:
             await asyncio.sleep(interval)
+            if FAULTS_ON:
+                inject_once("reaper")
             self.reap_idle()

@@ -45,7 +45,14 @@ class _WritePipeProtocol(asyncio.BaseProtocol):
 
 
 class SessionProtocol(_WritePipeProtocol, asyncio.Protocol):
-    """Connects one socket (or the read side of a pipe) to a session."""
+    """Connects one socket (or the read side of a pipe) to a session.
+
+    Reading starts paused: the session resumes it once it runs, so no byte is processed
+    outside the session's fault boundary. ``Session.feed`` never raises.
+    """
+
+    def connection_made(self, transport: Any) -> None:
+        transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
         self.session.feed(data)
@@ -53,6 +60,13 @@ class SessionProtocol(_WritePipeProtocol, asyncio.Protocol):
     def eof_received(self) -> bool:
         self.session.eof()
         return True  # keep the write side open to answer what is in flight
+
+
+class _ReadPipeProtocol(SessionProtocol):
+    """The reading half of a stdio session: its end is the end of input, not of output."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.eof()
 
 
 class _BlockingOutput:
@@ -74,12 +88,20 @@ class _BlockingOutput:
         return self._closed
 
 
-class _NoPause:
+class _ThreadInput:
+    """stdin that is a regular file: a thread reads it once the session resumes reading."""
+
+    def __init__(self, session: Session, fd: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._args = (session, fd, loop)
+        self._started = False
+
     def pause_reading(self) -> None:
         pass
 
     def resume_reading(self) -> None:
-        pass
+        if not self._started:
+            self._started = True
+            _start_reader_thread(*self._args)
 
 
 async def attach_stdio(session: Session, stdin_fd: int = 0, stdout_fd: int = 1) -> Callable[[], None]:
@@ -95,11 +117,10 @@ async def attach_stdio(session: Session, stdin_fd: int = 0, stdout_fd: int = 1) 
         cleanups.append(output.close)
     input_control: Any
     if _is_regular_file(stdin_fd):
-        input_control = _NoPause()
-        _start_reader_thread(session, stdin_fd, loop)
+        input_control = _ThreadInput(session, stdin_fd, loop)
     else:
         read_file = os.fdopen(os.dup(stdin_fd), "rb", buffering=0)
-        input_control, _ = await loop.connect_read_pipe(lambda: SessionProtocol(session), read_file)
+        input_control, _ = await loop.connect_read_pipe(lambda: _ReadPipeProtocol(session), read_file)
         cleanups.append(input_control.close)
     session.attach(output, input_control)
 

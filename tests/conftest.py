@@ -1,13 +1,56 @@
+"""Fixtures shared by the whole suite.
+
+``--loop asyncio|uvloop`` (default ``$HOSTD_TEST_LOOP``, else ``asyncio``) picks the event
+loop every hostd process in the run uses: CI runs the suite once on each, because they fail
+differently. It reaches hostd through ``HOSTD_LOOP``.
+"""
+
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.hostd_proc import HostdProcess, start_hostd
+from tests.support.hostd_proc import STARTED, HostdProcess, start_hostd
 from tests.support.upstream import Upstream
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default=os.environ.get("HOSTD_TEST_LOOP", "asyncio"),
+        help="event loop of every hostd the tests start",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["HOSTD_LOOP"] = config.getoption("--loop")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"hostd event loop: {config.getoption('--loop')}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test's report carries the last log lines of every hostd it started."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.failed and STARTED:
+        for i, hp in enumerate(STARTED):
+            report.sections.append((f"hostd {i} log (last 40 lines)", "\n".join(hp.stderr_lines[-40:])))
+    if call.when == "teardown":
+        STARTED.clear()
+
+
+@pytest.fixture
+def hostd_loop(pytestconfig: pytest.Config) -> str:
+    """The event loop the hostd processes of this run use."""
+    return str(pytestconfig.getoption("--loop"))
 
 
 @pytest.fixture

@@ -136,21 +136,41 @@ async def test_invoke_by_session_id(shared: HostdProcess) -> None:
     assert answer == {"result": "me"}
 
 
-async def test_invoke_by_plugin_id_picks_the_newest_session(shared: HostdProcess) -> None:
-    older, _ = await plugin(shared, "twin")
-    newer, _ = await plugin(shared, "twin")
+async def test_a_second_session_cannot_take_a_connected_plugin_id(shared: HostdProcess) -> None:
+    """Issue 10 item 7: a hello claiming a live id is refused, and invokes still reach the holder."""
+    holder, _ = await plugin(shared, "twin")
+    intruder = await shared.connect()
 
-    async def old(params: dict[str, Any]) -> Any:
-        return "older"
+    async def who(params: dict[str, Any]) -> Any:
+        return {"callback_id_seen_by": "holder"}
 
-    async def new(params: dict[str, Any]) -> Any:
-        return "newer"
-
-    older.handlers["who"] = old
-    newer.handlers["who"] = new
-    async with older, newer, await shared.connect_control() as ctl:
+    holder.handlers["who"] = who
+    async with holder, intruder, await shared.connect_control() as ctl:
+        with pytest.raises(RpcError) as refused:
+            await intruder.call("hostd.hello", {"plugin_id": "twin"}, timeout=T)
+        assert refused.value.error["code"] == -32002
+        assert refused.value.error["message"] == "plugin id twin is already connected"
+        # The refused session keeps its previous id (its session id).
+        assert (await intruder.call("hostd.hello", {}, timeout=T))["session"].startswith("session-")
         answer = await ctl.call("hostd.invoke", {"plugin_id": "twin", "method": "who"}, timeout=T)
-    assert answer["result"] == "newer"
+    assert answer["result"] == {"callback_id_seen_by": "holder"}
+
+
+async def test_a_plugin_id_is_released_when_its_session_ends(shared: HostdProcess) -> None:
+    first, sid = await plugin(shared, "phoenix")
+    await first.aclose()
+    await shared.wait_log('"session closed"', f'"session":"{sid}"')
+    async with await shared.connect() as again:
+        hello = await again.call("hostd.hello", {"plugin_id": "phoenix"}, timeout=T)
+    assert hello["session"] != sid
+
+
+async def test_an_invalid_plugin_id_is_invalid_params(hp: HostdProcess) -> None:
+    async with await hp.connect() as c:
+        with pytest.raises(RpcError) as e:
+            await c.call("hostd.hello", {"plugin_id": "bad id!"}, timeout=T)
+    assert e.value.error["code"] == -32602
+    assert e.value.error["message"] == "invalid plugin id"
 
 
 async def test_invoke_without_such_plugin_session_fails(hp: HostdProcess) -> None:
@@ -313,8 +333,10 @@ async def test_stream_read_of_an_unknown_id_is_done_and_close_always_succeeds(sh
             "done": True,
         }
         assert await ctl.call("hostd.stream.close", {"stream_id": "nope"}, timeout=T) == {}
+        # Ids are compared exactly as sent: " " is an unknown id, only "" is missing.
+        assert (await ctl.call("hostd.stream.read", {"stream_id": " "}, timeout=T))["done"] is True
         with pytest.raises(RpcError) as empty:
-            await ctl.call("hostd.stream.read", {"stream_id": " "}, timeout=T)
+            await ctl.call("hostd.stream.read", {"stream_id": ""}, timeout=T)
         with pytest.raises(RpcError) as bad:
             await ctl.call("hostd.stream.read", {"stream_id": 5}, timeout=T)
     assert (empty.value.code, empty.value.message) == (-32000, "stream id is required")

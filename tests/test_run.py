@@ -70,7 +70,7 @@ def is_running(pid: int) -> bool:
 async def test_run_serves_an_executor_plugin_on_its_stdio(short_tmp: Path) -> None:
     stream_call = {"plugin_id": "example-executor", "method": "executor.execute_stream", "stream": True}
     async with (
-        running(short_tmp, "--name", "ex", cmd=[sys.executable, str(EXECUTOR)]) as hp,
+        running(short_tmp, "--name", "example-executor", cmd=[sys.executable, str(EXECUTOR)]) as hp,
         await hp.connect_control() as ctl,
     ):
         answer = await ctl.call("hostd.invoke", {**stream_call, "params": {"count": 30}}, timeout=T)

@@ -30,7 +30,7 @@ def test_lookup_from_the_owning_session_returns_the_scope() -> None:
     registry = ScopeRegistry()
     scope = registry.open("session-1")
     assert registry.lookup(scope.id, "session-1") is scope
-    assert registry.lookup(f"  {scope.id}\n", "session-1") is scope  # ids are trimmed
+    assert registry.lookup(f"  {scope.id}\n", "session-1") is None  # compared exactly as sent (§3)
 
 
 def test_lookup_of_an_id_never_issued_is_none() -> None:

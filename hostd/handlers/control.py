@@ -14,7 +14,9 @@ unless inline ``chunks`` have to be taken out of it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
 import binascii
 import time
 from datetime import UTC, datetime
@@ -25,8 +27,8 @@ import orjson
 
 from hostd import __version__
 from hostd.errors import HostCallFailed, InvalidParams
-from hostd.handlers.base import CallContext, host_method
-from hostd.handlers.stream import DONE, Chunk, EmitLink, host_link, open_emit
+from hostd.emit import ABORTED_READ, DONE, Chunk, EmitLink
+from hostd.rpc.methods import CallContext, host_method
 from hostd.rpc.messages import fragment
 from hostd.streams import KINDS
 
@@ -38,6 +40,21 @@ DEFAULT_TIMEOUT_S = 600.0
 
 def _rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _process() -> dict[str, Any]:
+    pid = os.getpid()
+    try:
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        fds = -1
+    rss = 0
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"pid": pid, "fds": fds, "tasks": len(asyncio.all_tasks()), "rss_bytes": rss}
 
 
 # hostd.status ----------------------------------------------------------------------------
@@ -52,7 +69,7 @@ def status(ctx: CallContext, _params: StatusParams) -> dict[str, Any]:
     services = ctx.services
     sessions = []
     control_sessions = 0
-    for session in services.sessions.values():
+    for session in services.sessions:
         if session.kind != "plugin":
             control_sessions += 1
             continue
@@ -68,6 +85,7 @@ def status(ctx: CallContext, _params: StatusParams) -> dict[str, Any]:
                 "opened_at": _rfc3339(session.opened_at),
                 "in_flight": session.in_flight,
                 "streams": streams,
+                **session.status_extra,
             }
         )
     return {
@@ -75,6 +93,11 @@ def status(ctx: CallContext, _params: StatusParams) -> dict[str, Any]:
         "uptime_s": round(time.monotonic() - services.started_at, 3),
         "sessions": sessions,
         "control_sessions": control_sessions,
+        "process": _process(),
+        "listen": services.listen,
+        "control": services.config.control or None,
+        "config_file": services.config_file,
+        "limits": msgspec.structs.asdict(services.config.limits),
         "totals": services.counters.as_dict(),
     }
 
@@ -93,20 +116,21 @@ class InvokeParams(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _target(ctx: CallContext, params: InvokeParams) -> Session:
-    """The plugin session to call: by session id, else the newest with that plugin id."""
+    """The plugin session to call: by session id, else the one holding that plugin id."""
     session_id = params.session.strip()
     plugin_id = params.plugin_id.strip()
     if not session_id and not plugin_id:
         raise InvalidParams("decode hostd.invoke request: session or plugin_id is required")
-    found: Session | None = None
+    sessions = ctx.services.sessions
+    found: Session | None
     if session_id:
-        candidate = ctx.services.sessions.get(session_id)
-        if candidate is not None and (not plugin_id or candidate.plugin_id == plugin_id):
-            found = candidate
+        found = sessions.get(session_id)
+        if found is not None and plugin_id and found.plugin_id != plugin_id:
+            found = None
     else:
-        for candidate in ctx.services.sessions.values():  # in opening order: the last match is newest
-            if candidate.plugin_id == plugin_id and candidate.kind == "plugin" and not candidate.closing:
-                found = candidate
+        found = sessions.by_plugin(plugin_id)
+        if found is None:  # a session that never said hello is known by its session id
+            found = next((s for s in sessions if s.plugin_id == plugin_id and s.kind == "plugin"), None)
     if found is None or found.kind != "plugin" or found.closing:
         raise HostCallFailed(f"no session for plugin {plugin_id or session_id}")
     return found
@@ -124,9 +148,11 @@ async def invoke(ctx: CallContext, params: InvokeParams) -> dict[str, Any]:
     answered = False
     try:
         plugin_params = dict(params.params or {})
+        invoker_stream_id = plugin_params.get("stream_id")
+        scope.invoker_callback_id = plugin_params.get("host_callback_id")
         plugin_params["host_callback_id"] = scope.id
         if params.stream:
-            link = open_emit(services, target, ctx.session, scope)
+            link = services.emit.open(services, target, ctx.session, scope)
             plugin_params["stream_id"] = link.id
         services.logger.debug(
             "invoking plugin",
@@ -143,6 +169,8 @@ async def invoke(ctx: CallContext, params: InvokeParams) -> dict[str, Any]:
         answer: dict[str, Any] = {"result": await _result(link, bytes(raw))}
         if link is not None:
             answer["stream_id"] = link.id
+            if isinstance(invoker_stream_id, str) and invoker_stream_id:
+                answer["invoker_stream_id"] = invoker_stream_id
             link.started()
         answered = True
         return answer
@@ -198,20 +226,22 @@ class StreamParams(msgspec.Struct, frozen=True, kw_only=True):
 
 @host_method("hostd.stream.read", StreamParams, "hostd.stream.read")
 async def stream_read(ctx: CallContext, params: StreamParams) -> dict[str, Any]:
-    stream_id = params.stream_id.strip()
+    stream_id = params.stream_id
     if not stream_id:
         raise HostCallFailed("stream id is required")
-    link = host_link(ctx.session, stream_id)
+    emit = ctx.services.emit
+    link = emit.for_reader(ctx.session, stream_id)
     if link is None:
-        return dict(DONE)
+        return dict(ABORTED_READ) if emit.take_aborted(stream_id) else dict(DONE)
     return await link.read()
 
 
 @host_method("hostd.stream.close", StreamParams, "hostd.stream.close", inline=True)
 def stream_close(ctx: CallContext, params: StreamParams) -> dict[str, Any]:
-    link = host_link(ctx.session, params.stream_id.strip())
+    link = ctx.services.emit.for_reader(ctx.session, params.stream_id)
     if link is not None:
         link.abort()
+        ctx.services.emit.remember_aborted(link.id)
     return {}
 
 

@@ -7,10 +7,9 @@ from typing import Any
 import msgspec
 
 from hostd import SCHEMA_VERSION, __version__
-from hostd.handlers.base import CallContext, host_method
+from hostd.emit import EMIT_QUEUE
+from hostd.rpc.methods import CallContext, host_method
 from hostd.streams import PIECE_BYTES
-
-EMIT_QUEUE = 16
 
 
 class HelloParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -21,10 +20,13 @@ class HelloParams(msgspec.Struct, frozen=True, kw_only=True):
 @host_method("hostd.hello", HelloParams, "hostd.hello", inline=True)
 def hello(ctx: CallContext, params: HelloParams) -> dict[str, Any]:
     session = ctx.session
+    if params.plugin_id.strip() and params.plugin_id.strip() != session.plugin_id:
+        # Only a successful hello sets the id; a refused one keeps the previous id.
+        ctx.services.sessions.claim(session, params.plugin_id)
+    elif params.plugin_id.strip() and session.fixed_name:
+        ctx.services.sessions.claim(session, params.plugin_id)  # re-hold a fixed id if it was free
     if not session.hello_done:
         session.hello_done = True
-        if params.plugin_id.strip():
-            session.plugin_id = params.plugin_id.strip()
         ctx.services.logger.info(
             "hello plugin", plugin=session.plugin_id, session=session.id, schema_version=params.schema_version
         )

@@ -2,19 +2,48 @@
 
 Only newly arrived bytes are searched for ``\\n`` (rescanning a growing buffer would make
 a 16 MiB line quadratic). A line over the cap is dropped up to its newline and reported
-once as ``None`` so the session can answer ``message too large`` and carry on.
+once as ``None`` so the session can answer ``message too large`` and carry on; a trailing
+``\\r`` does not count towards the cap.
+
+Answers (a plugin answering an invoke, a worker, the bridge relaying a host call) may be
+longer than requests: a line whose first bytes look like an answer may grow to
+``max_answer`` instead. That look is only an allowance for buffering; the session checks
+the complete line again (a request over ``max_line`` is refused whatever it looked like).
 """
 
 from __future__ import annotations
 
+_PEEK = 4096
+
+
+def looks_like_answer(head: bytes | bytearray) -> bool:
+    head = head[:_PEEK]
+    return (b'"result"' in head or b'"error"' in head) and b'"method"' not in head
+
 
 class LineFramer:
-    __slots__ = ("_buf", "_discarding", "max_line")
+    __slots__ = ("_buf", "_cap", "_discarding", "max_answer", "max_line")
 
-    def __init__(self, max_line: int) -> None:
+    def __init__(self, max_line: int, max_answer: int | None = None) -> None:
         self.max_line = max_line
+        self.max_answer = max(max_answer or max_line, max_line)
         self._buf = bytearray()
+        self._cap = max_line  # the cap of the partial line in _buf
         self._discarding = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of a partial line held until its newline arrives."""
+        return len(self._buf)
+
+    def _over(self, head: bytes | bytearray, length: int) -> bool:
+        if length <= self.max_line:
+            return False
+        if length > self.max_answer:
+            return True
+        if length == self.max_line + 1 and head[-1:] == b"\r":
+            return False
+        return not looks_like_answer(head)
 
     def feed(self, data: bytes) -> list[bytes | None]:
         """Split ``data`` into complete lines; ``None`` marks a line that was too long."""
@@ -32,12 +61,11 @@ class LineFramer:
             if nl < 0:
                 self._append(data, start, end, out)
                 return out
-            if len(self._buf) + (nl - start) > self.max_line:
-                out.append(None)
-            else:
-                self._buf += data[start:nl]
-                out.append(bytes(self._buf))
+            self._buf += data[start:nl]
+            line = bytes(self._buf)
             self._buf.clear()
+            self._cap = self.max_line
+            out.append(None if self._over(line, len(line)) else line)
             start = nl + 1
         find = data.find
         max_line = self.max_line
@@ -45,7 +73,7 @@ class LineFramer:
             nl = find(b"\n", start)
             if nl < 0:
                 break
-            if nl - start > max_line:
+            if nl - start > max_line and self._over(data[start:nl], nl - start):
                 out.append(None)
             else:
                 out.append(data[start:nl])
@@ -55,9 +83,19 @@ class LineFramer:
         return out
 
     def _append(self, data: bytes, start: int, end: int, out: list[bytes | None]) -> None:
-        if len(self._buf) + (end - start) > self.max_line:
-            self._buf.clear()
-            self._discarding = True
-            out.append(None)
-        else:
-            self._buf += data[start:end]
+        size = len(self._buf) + (end - start)
+        if size > self.max_line + 1:  # +1: a trailing \r may still come
+            if self._cap == self.max_line:
+                head = self._buf[:_PEEK] if self._buf else data[start : start + _PEEK]
+                if len(head) < _PEEK and self._buf:
+                    head = bytes(head) + data[start : start + _PEEK]
+                self._cap = self.max_answer if looks_like_answer(head) else self.max_line + 1
+            if size > self._cap:
+                self._buf.clear()
+                self._cap = self.max_line
+                self._discarding = True
+                out.append(None)
+                return
+        self._buf += data[start:end]
+        if not self._buf:
+            self._cap = self.max_line

@@ -1,63 +1,51 @@
-"""One JSON-RPC session: a plugin's stdio pair or one accepted socket connection.
+"""One JSON-RPC session's lifetime: a plugin's stdio pair or one accepted socket connection.
 
-The hot path is short: the transport hands bytes to :meth:`Session.feed`, which frames,
-decodes the envelope with msgspec and dispatches straight to the handler. Inline handlers
-answer before ``feed`` returns; the others run as tasks in the session's task group and
-answer when they finish. Answers are queued and written by one coalescing flush per loop
-turn. There is no queue between reader, dispatcher and writer.
+The session owns everything it starts: request tasks (:mod:`hostd.rpc.dispatch`), stream
+producers (:meth:`Session.spawn`), calls to its peer (:mod:`hostd.rpc.peer_calls`) and its
+writer (:mod:`hostd.rpc.outbox`). When it ends, all of it is closed or cancelled; nothing
+outlives it. It never knows what a method does: the method table is passed in.
 
-The session owns everything it starts: request tasks, stream producers, pending calls to
-the plugin. When it ends, all of it is closed or cancelled; nothing outlives it.
+Fault boundaries held here (PROTOCOL §4):
+- **line**: :meth:`feed` frames and dispatches each line under its own ``try``; decoding is
+  total (see dispatch), and anything else a line raises is logged and that line answered
+  ``-32603`` when it can be; the next line is served. A bug in the framer itself closes
+  this session alone.
+- **stream producer**: every task started with :meth:`spawn` runs under a guard that logs
+  what it raises and tells its owner (the stream ends with ``error: "internal error"``).
+- **cleanup**: session-end hooks run one by one; one that raises is logged, the rest run.
+The session boundary itself (whatever escapes :meth:`run`) is the daemon's, in
+:mod:`hostd.server`.
+
+Reading starts paused: the transport delivers nothing until :meth:`run` has set up the
+task group (uvloop hands over a connection's first bytes before the session task starts).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
-import msgspec
-import orjson
-
-from hostd.errors import (
-    HostCallFailed,
-    HostError,
-    InvalidRequest,
-    LimitExceeded,
-    MethodNotFound,
-    ParseError,
-    RemoteError,
-    RequestCancelled,
-)
-from hostd.handlers.base import CallContext, Method
+from hostd.errors import HostCallFailed, InternalError
+from hostd.faults import FAULTS_ON, armed, inject, log_fault, run_callbacks
+from hostd.rpc.dispatch import Dispatcher
 from hostd.rpc.framing import LineFramer
-from hostd.rpc.messages import (
-    UNSET,
-    Envelope,
-    RequestId,
-    encode_error,
-    encode_request,
-    encode_result,
-    envelope_decoder,
-    raw_list_decoder,
-)
-from hostd.services import Services
-from hostd.streams import Stream
+from hostd.rpc.messages import encode_error
+from hostd.rpc.methods import Method
+from hostd.rpc.outbox import Output, Outbox
+from hostd.rpc.peer_calls import PeerCalls
 
-CANCEL_METHOD = "$/cancelRequest"
+if TYPE_CHECKING:
+    from hostd.config import Config
+    from hostd.logs import Logger
+    from hostd.rpc.outbox import OutputBudget
+    from hostd.rpc.registry import SessionRegistry
+    from hostd.scopes import ScopeRegistry
+    from hostd.streams import Counters, Stream
+
 EOF_GRACE_S = 5.0
-
-Reply = Callable[[bytes], None]
-
-
-class Output(Protocol):
-    """The writing half of a transport (a socket, or stdout's pipe)."""
-
-    def write(self, data: bytes) -> None: ...
-    def close(self) -> None: ...
-    def is_closing(self) -> bool: ...
+LOG_TRACE = 5  # hostd.logs' numeric level for trace
 
 
 class InputControl(Protocol):
@@ -65,30 +53,27 @@ class InputControl(Protocol):
     def resume_reading(self) -> None: ...
 
 
-class _Cancel(msgspec.Struct):
-    id: int | float | str
+class InputBudget:
+    """Partial-line bytes held across all sessions (``limits.max_total_input_bytes``)."""
+
+    __slots__ = ("limit", "total")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.total = 0
 
 
-_cancel_decoder = msgspec.json.Decoder(_Cancel)
+class SessionServices(Protocol):
+    """What a session needs from the daemon (``hostd.services.Services`` provides it)."""
 
-
-class _Batch:
-    """Collects the answers of one batch and writes them as one array when the last ends."""
-
-    __slots__ = ("parts", "pending", "write")
-
-    def __init__(self, write: Reply) -> None:
-        self.pending = 0
-        self.parts: list[bytes] = []
-        self.write = write
-
-    def add(self, answer: bytes) -> None:
-        self.parts.append(answer)
-
-    def done_one(self) -> None:
-        self.pending -= 1
-        if self.pending == 0 and self.parts:
-            self.write(b"[" + b",".join(self.parts) + b"]")
+    config: Config
+    logger: Logger
+    counters: Counters
+    scopes: ScopeRegistry
+    sessions: SessionRegistry
+    output_budget: OutputBudget
+    input_budget: InputBudget
+    end_hooks: list[Callable[[Session], None]]
 
 
 class Session:
@@ -96,95 +81,254 @@ class Session:
 
     def __init__(
         self,
-        services: Services,
+        services: SessionServices,
         methods: Mapping[str, Method[Any]],
         *,
         kind: str = "plugin",
         name: str = "",
         peer_pid: int | None = None,
         peer_uid: int | None = None,
+        max_in_flight: int | None = -1,
     ) -> None:
         self.services = services
         self.methods = methods
         self.kind = kind
-        self.id = services.next_session_id()
+        self.id = services.sessions.next_id()
+        self.fixed_name = name
         self.plugin_id = name or self.id
         self.hello_done = False
         self.peer_pid = peer_pid
         self.peer_uid = peer_uid
         self.opened_at = time.time()
         self.streams: dict[str, Stream[Any]] = {}
-        self.in_flight = 0
+        # Extra fields shown by hostd.status for this session (e.g. a native registration).
+        self.status_extra: dict[str, Any] = {}
         limits = services.config.limits
-        self.max_in_flight = limits.max_in_flight
-        self._framer = LineFramer(limits.max_line_bytes)
-        self._loop = asyncio.get_running_loop()
-        self._tg: asyncio.TaskGroup | None = None
-        self._output: Output | None = None
+        self._framer = LineFramer(limits.max_line_bytes, limits.max_answer_bytes)
+        self._partial = 0  # our share of input_budget.total
+        self.outbox = Outbox(
+            max_bytes=limits.max_output_bytes,
+            budget=services.output_budget,
+            on_lost=self.lost,
+            on_overflow=self._output_overflow,
+        )
+        self.peer = PeerCalls(self.outbox.write, self._unmatched_answer)
+        self.dispatcher = Dispatcher(self, methods, limits.max_in_flight if max_in_flight == -1 else max_in_flight)
+        self._task_group: asyncio.TaskGroup | None = None
         self._input: InputControl | None = None
-        self._out: list[bytes] = []
-        self._flush_scheduled = False
-        self._write_paused = False
-        self._calls: dict[RequestId, asyncio.Task[Any]] = {}
-        self._cancel_requested: set[asyncio.Task[Any]] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._input_ended = asyncio.Event()
-        self._lost = False
-        self._pending: dict[str, asyncio.Future[Any]] = {}
-        self._request_seq = itertools.count(1)
-        self._last_drop_warning = 0.0
+        self._spawned: set[asyncio.Task[Any]] = set()
         self._early: list[bytes] = []
-        self._counters = services.counters
-        self._ctx = CallContext(self, services, None)  # shared by every call without a scope
+        self._input_ended = asyncio.Event()
+        self._ended = asyncio.Event()
+        self._write_paused = False
         self.closing = False
-        self.on_close: list[Callable[[Session], None]] = []
-        # Run once when input ends (EOF, disconnect, shutdown), before in-flight calls drain.
-        self.on_input_end: list[Callable[[Session], None]] = []
-        # Emit streams this (control) session invoked and may read: id -> link (handlers/stream.py).
-        self.emit_links: dict[str, Any] = {}
+        self.trace = services.logger.enabled(LOG_TRACE)
+        self.end_reason = ""
 
-    # Transport side ---------------------------------------------------------------
+    # Transport side ---------------------------------------------------------------------
 
     def attach(self, output: Output, input_control: InputControl | None) -> None:
-        self._output = output
+        self.outbox.attach(output)
         self._input = input_control
 
+    @property
+    def task_group(self) -> asyncio.TaskGroup:
+        if self._task_group is None:
+            raise RuntimeError("session is not running")
+        return self._task_group
+
+    @property
+    def in_flight(self) -> int:
+        return self.dispatcher.in_flight
+
     def feed(self, data: bytes) -> None:
-        """Bytes from the plugin: frame, decode and dispatch every complete line."""
+        """Bytes from the peer: frame, decode and dispatch every complete line. Never raises."""
+        if self._task_group is None:
+            # Before run(): uvloop delivers a pipe's first bytes even when reading was
+            # paused in connection_made. Keep them for run() and pause again.
+            self._early.append(data)
+            self._pause_input()
+            return
         if self.closing:
             return
-        if self._tg is None:  # bytes that arrived before run() started
-            self._early.append(data)
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            lines = self._framer.feed(data)
+        except Exception as e:  # a bug in the framer's buffer: this session alone is closed
+            log_fault(self.services.logger, "framer failed; closing the session", e, session=self.id)
+            self.close("framer fault")
             return
-        decode = envelope_decoder.decode
-        reply = self._out.append  # answered within this call: the flush below writes them
-        for line in self._framer.feed(data):
-            if line is None:
-                self._write(encode_error(None, InvalidRequest("message too large")))
-            elif line[:1] == b"{":
-                try:  # the common case, inlined: one object per line, no stripping
-                    env = decode(line)
-                except msgspec.DecodeError:
-                    self._handle_line(line)  # the slow path words the error
+        line_fn = self.dispatcher.line
+        reply = self.outbox.queue  # answered within this call: the flush below writes them
+        for line in lines:
+            try:
+                if line is None:
+                    self.dispatcher.too_large(reply)
                 else:
-                    self._dispatch(env, reply, None)
-            else:
-                self._handle_line(line)
-        self._flush()
+                    line_fn(line, reply)
+            except Exception as e:  # the line boundary
+                log_fault(self.services.logger, "line failed", e, session=self.id, plugin=self.plugin_id)
+                reply(encode_error(None, InternalError("internal error")))
+        self.outbox.flush()
+        self._account_input()
+
+    def _account_input(self) -> None:
+        held = self._framer.buffered
+        if held == self._partial:
+            return
+        budget = self.services.input_budget
+        budget.total += held - self._partial
+        self._partial = held
+        if budget.total > budget.limit:
+            victim = max(self.services.sessions, key=lambda s: s._partial, default=self)
+            self.services.logger.warn(
+                "too many partial lines held; closing the session holding the longest",
+                session=victim.id,
+                plugin=victim.plugin_id,
+                held_bytes=victim._partial,
+            )
+            victim.close("input budget")
 
     def eof(self) -> None:
-        """The plugin closed its side: stop reading, finish what is running, end."""
-        self._input_end()
+        """The peer closed its side: stop reading, finish what is running, end."""
+        self._input_end("eof")
 
-    def lost(self, exc: Exception | None) -> None:
+    def lost(self, exc: BaseException | None = None) -> None:
         """The connection is gone (or a write failed): nothing more can be answered."""
-        self._lost = True
-        self._input_end()
+        self.outbox.lost = True
+        self._input_end("disconnected")
 
-    def _input_end(self) -> None:
-        """No more requests: stop reading, close the streams and scopes, run ``on_input_end``.
+    def close(self, reason: str) -> None:
+        """End this session now: no grace, everything running is cancelled."""
+        self.end_reason = self.end_reason or reason
+        self._input_end(reason)
+        self.dispatcher.cancel_all()
+        for task in list(self._spawned):
+            task.cancel()
+        self.outbox.lost = True
+        out = self.outbox._output
+        if out is not None and not out.is_closing():
+            try:
+                abort = getattr(out, "abort", None)
+                (abort or out.close)()
+            except Exception:
+                pass
+
+    def _output_overflow(self, size: int) -> None:
+        if self.closing and self.outbox.lost:
+            return
+        self.services.logger.warn(
+            "peer is not reading its answers; closing the session",
+            session=self.id,
+            plugin=self.plugin_id,
+            queued_bytes=size,
+            limit=self.outbox.max_bytes,
+        )
+        self.close("output limit")
+
+    def pause_writing(self) -> None:
+        # The peer is not reading our answers: stop reading its requests until it does.
+        self._write_paused = True
+        self._pause_input()
+        self.outbox.account()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self.outbox.account()
+        if not self.closing and self._input is not None:
+            self._input.resume_reading()
+
+    # Lifetime -------------------------------------------------------------------------------
+
+    async def run(self, shutdown: asyncio.Event | None = None, grace_s: float = 5.0) -> None:
+        """Serve until the input ends (or ``shutdown`` is set), then clean up everything."""
+        services = self.services
+        services.sessions.add(self)
+        services.sessions.hold_fixed(self)
+        started = time.monotonic()
+        if self.kind == "plugin" or self.peer_pid is not None:
+            services.logger.info(
+                "session opened",
+                session=self.id,
+                kind=self.kind,
+                plugin=self.plugin_id,
+                peer_pid=self.peer_pid,
+                peer_uid=self.peer_uid,
+            )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._task_group = tg
+                early, self._early = self._early, []
+                for data in early:  # what arrived before the session ran (even if EOF followed)
+                    self._feed(data)
+                if not self.closing and self._input is not None:
+                    self._input.resume_reading()
+                if FAULTS_ON:
+                    inject(f"session:{self.kind}")
+                grace = await self._wait_end(shutdown, grace_s)
+                self._input_end(self.end_reason or "shutdown")
+                if not self.outbox.lost and self.dispatcher.tasks:
+                    try:
+                        async with asyncio.timeout(grace):
+                            await self.dispatcher.wait_idle()
+                    except TimeoutError:
+                        pass
+                stopping = shutdown is not None and shutdown.is_set()
+                answer = HostCallFailed("hostd shutting down", retryable=True) if stopping else None
+                self.dispatcher.cancel_all(answer)
+                for task in list(self._spawned):
+                    task.cancel()
+                self.peer.close()
+        finally:
+            self._finish()
+            if self.kind == "plugin" or self.peer_pid is not None:
+                services.logger.info(
+                    "session closed",
+                    session=self.id,
+                    plugin=self.plugin_id,
+                    reason=self.end_reason or "eof",
+                    duration_s=round(time.monotonic() - started, 3),
+                )
+
+    async def _wait_end(self, shutdown: asyncio.Event | None, grace_s: float) -> float:
+        """Wait for the input to end or the daemon to stop; returns the grace that applies."""
+        if shutdown is None:
+            await self._input_ended.wait()
+            return EOF_GRACE_S
+        a = asyncio.ensure_future(self._input_ended.wait())
+        b = asyncio.ensure_future(shutdown.wait())
+        try:
+            await asyncio.wait({a, b}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            a.cancel()
+            b.cancel()
+        return EOF_GRACE_S if self._input_ended.is_set() and not shutdown.is_set() else grace_s
+
+    async def wait_closed(self) -> None:
+        await self._ended.wait()
+
+    def _finish(self) -> None:
+        """Everything the session held is released (also after a crash of its own code)."""
+        self._input_end(self.end_reason or "ended")
+        self.peer.close()
+        self.services.sessions.remove(self)
+        budget = self.services.input_budget
+        budget.total -= self._partial
+        self._partial = 0
+        self.outbox.flush()
+        self.outbox.release()
+        out = self.outbox._output
+        if out is not None and not out.is_closing():
+            try:
+                out.close()
+            except Exception:
+                pass
+        self._ended.set()
+
+    def _input_end(self, reason: str) -> None:
+        """No more requests: stop reading, release the plugin id, run the end hooks once.
 
         Called straight from the transport's callback, so a plugin that disconnects with
         thousands of open streams has every upstream connection dropped in this one pass,
@@ -192,359 +336,60 @@ class Session:
         """
         if self._input_ended.is_set():
             return
+        self.end_reason = self.end_reason or reason
         self._input_ended.set()
-        self._stop_reading()
-        self._end_streams_and_scopes()
-        self._run_input_end()
-
-    def pause_writing(self) -> None:
-        # The peer is not reading our answers: stop reading its requests until it does.
-        self._write_paused = True
-        if self._input is not None:
-            self._input.pause_reading()
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._input is not None and not self.closing:
-            self._input.resume_reading()
-
-    # Lifetime -----------------------------------------------------------------------
-
-    async def run(self, shutdown: asyncio.Event | None = None, grace_s: float = 5.0) -> None:
-        """Serve until the input ends (or ``shutdown`` is set), then clean up everything."""
-        self.services.sessions[self.id] = self
-        try:
-            async with asyncio.TaskGroup() as tg:
-                self._tg = tg
-                early, self._early = self._early, []
-                for data in early:
-                    self.feed(data)
-                if shutdown is None:
-                    await self._input_ended.wait()
-                    grace = EOF_GRACE_S
-                else:
-                    grace = await _first(self._input_ended, shutdown, grace_s)
-                self._input_end()  # already done unless the daemon is shutting down
-                if not self._lost and self._tasks:
-                    try:
-                        async with asyncio.timeout(grace):
-                            await self._idle.wait()
-                    except TimeoutError:
-                        pass
-                for task in list(self._tasks):
-                    task.cancel()
-                self._fail_pending("plugin disconnected")
-        finally:
-            self.services.sessions.pop(self.id, None)
-            self._end_streams_and_scopes()
-            self._run_input_end()
-            self._fail_pending("plugin disconnected")
-            for callback in self.on_close:
-                callback(self)
-            self._flush()
-            if self._output is not None and not self._output.is_closing():
-                self._output.close()
-
-    def _stop_reading(self) -> None:
         self.closing = True
+        self._pause_input()
+        self.services.sessions.release(self)
+        hooks = [lambda hook=hook: hook(self) for hook in self.services.end_hooks]  # type: ignore[misc]
+        if FAULTS_ON and armed("callback:session_end"):
+            hooks.insert(0, lambda: inject("callback:session_end"))
+        run_callbacks(self.services.logger, hooks, session=self.id, plugin=self.plugin_id)
+
+    def _pause_input(self) -> None:
         if self._input is not None:
             try:
                 self._input.pause_reading()
-            except (RuntimeError, AttributeError):
+            except Exception:  # a transport that is already closed
                 pass
 
-    def _run_input_end(self) -> None:
-        callbacks, self.on_input_end = self.on_input_end, []
-        for callback in callbacks:
-            callback(self)
-
-    def _end_streams_and_scopes(self) -> None:
-        self.services.streams.close_owned(self, "session ended")
-        self.services.scopes.close_session(self.id)
-
-    def spawn(self, coro: Awaitable[Any], name: str | None = None) -> asyncio.Task[Any]:
-        """Start a task owned by this session (stream producers, background work)."""
-        if self._tg is None:
-            raise RuntimeError("session is not running")
-        return self._tg.create_task(coro, name=name)  # type: ignore[arg-type]
-
-    # Reading ------------------------------------------------------------------------
-
-    def _handle_line(self, line: bytes) -> None:
-        if line[:1] != b"{":  # the common case needs no strip
-            line = line.strip()
-            if not line:
-                return
-            if line[:1] == b"[":
-                self._handle_batch(line)
-                return
-        try:
-            env = envelope_decoder.decode(line)
-        except msgspec.ValidationError as e:
-            self._write(encode_error(None, InvalidRequest(f"invalid request: {e}")))
-            return
-        except msgspec.DecodeError as e:
-            self._write(encode_error(None, ParseError(f"parse error: {e}")))
-            return
-        self._dispatch(env, self._write, None)
-
-    def _handle_batch(self, data: bytes) -> None:
-        try:
-            items = raw_list_decoder.decode(data)
-        except msgspec.DecodeError as e:
-            self._write(encode_error(None, ParseError(f"parse error: {e}")))
-            return
-        if not items:
-            self._write(encode_error(None, InvalidRequest("invalid request: empty batch")))
-            return
-        batch = _Batch(self._write)
-        batch.pending = len(items) + 1  # +1 until every element is dispatched
-        for raw in items:
-            try:
-                env = envelope_decoder.decode(raw)
-            except msgspec.DecodeError as e:
-                batch.add(encode_error(None, InvalidRequest(f"invalid request: {e}")))
-                batch.done_one()
-                continue
-            self._dispatch(env, batch.add, batch)
-        batch.done_one()
-
-    def _dispatch(self, env: Envelope, reply: Reply, batch: _Batch | None) -> None:
-        method_name = env.method
-        id_ = env.id
-        if type(method_name) is not str:
-            if id_ is not UNSET and (env.result or env.error):
-                self._on_answer(env)
-                if batch is not None:
-                    batch.done_one()
-                return
-            self._fail(reply, batch, None, InvalidRequest("invalid request: method is required"))
-            return
-        if env.jsonrpc != "2.0":
-            self._fail(reply, batch, None, InvalidRequest('invalid request: jsonrpc must be "2.0"'))
-            return
-        if id_ is None:
-            self._fail(reply, batch, None, InvalidRequest("invalid request: id must be a number or a string"))
-            return
-        self._counters.calls += 1
-        rid: RequestId | None = None if id_ is UNSET else id_
-        answer = reply if rid is not None else None
-        method = self.methods.get(method_name)
-        if method is None:
-            if method_name == CANCEL_METHOD:
-                self._cancel_request(env.params)
-                if answer is not None:
-                    answer(encode_result(rid, {}))
-                if batch is not None:
-                    batch.done_one()
-                return
-            if method_name.startswith("host."):
-                err: HostError = MethodNotFound(f"unsupported host callback {method_name}")
-            else:
-                err = MethodNotFound(f"method not found: {method_name}")
-            self._fail(answer, batch, rid, err)
-            return
-        raw = env.params
-        try:
-            params = method.decoder.decode(raw) if raw else method.decoder.empty()
-            callback_id = getattr(params, "host_callback_id", None)
-            ctx = self._ctx if not callback_id else self._scoped_context(callback_id)
-        except msgspec.DecodeError as e:
-            self._fail(answer, batch, rid, method.decoder.error(e))
-            return
-        except HostError as e:
-            self._fail(answer, batch, rid, e)
-            return
-        if method.inline:
-            try:
-                out = encode_result(rid, method.fn(ctx, params))
-            except HostError as e:
-                self._counters.errors += 1
-                out = encode_error(rid, e)
-            except Exception as e:  # a bug: answer, log, keep serving
-                out = self._internal_error(rid, method_name, e)
-            if answer is not None:
-                answer(out)
-            if batch is not None:
-                batch.done_one()
-            return
-        if self.in_flight >= self.max_in_flight:
-            if answer is None:
-                self._drop_notification(method_name)
-                if batch is not None:
-                    batch.done_one()
-                return
-            self._fail(answer, batch, rid, LimitExceeded(f"too many in-flight calls (max {self.max_in_flight})"))
-            return
-        self.in_flight += 1
-        self._idle.clear()
-        assert self._tg is not None
-        if answer is not None and batch is None:
-            answer = self._write  # answered later: schedule its own flush
-        task = self._tg.create_task(self._run(method, ctx, params, rid, answer, batch))
-        self._tasks.add(task)
-        if rid is not None:
-            self._calls[rid] = task
-
-    def _scoped_context(self, callback_id: str) -> CallContext:
-        scope = self.services.scopes.lookup(callback_id, self.id)
-        return CallContext(self, self.services, scope) if scope is not None else self._ctx
-
-    async def _run(
+    def spawn(
         self,
-        method: Method[Any],
-        ctx: CallContext,
-        params: Any,
-        rid: RequestId | None,
-        reply: Reply | None,
-        batch: _Batch | None,
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        out: bytes | None = None
+        coro: Coroutine[Any, Any, Any],
+        name: str | None = None,
+        on_crash: Callable[[], None] | None = None,
+    ) -> asyncio.Task[Any]:
+        """Start a task owned by this session (stream producers, background work).
+
+        The producer boundary: an exception from ``coro`` is logged once, ``on_crash`` runs
+        (it ends the task's stream with ``internal error``), and the session goes on.
+        """
+        if self.closing:
+            coro.close()
+            raise HostCallFailed("plugin disconnected", retryable=True, data_code="plugin_unavailable")
+        task = self.task_group.create_task(self._guarded(coro, name, on_crash), name=name)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+        return task
+
+    async def _guarded(
+        self, coro: Coroutine[Any, Any, Any], name: str | None, on_crash: Callable[[], None] | None
+    ) -> Any:
         try:
-            out = encode_result(rid, await method.fn(ctx, params))
-        except HostError as e:
-            self._counters.errors += 1
-            out = encode_error(rid, e)
-        except asyncio.CancelledError:
-            if task in self._cancel_requested and task.uncancel() == 0:
-                out = encode_error(rid, RequestCancelled("request cancelled"))
-            else:
-                raise
+            return await coro
         except Exception as e:
-            out = self._internal_error(rid, method.name, e)
-        finally:
-            self._cancel_requested.discard(task)
-            self._tasks.discard(task)
-            if rid is not None and self._calls.get(rid) is task:
-                del self._calls[rid]
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
-        if reply is not None:
-            reply(out)
-        if batch is not None:
-            batch.done_one()
+            log_fault(self.services.logger, "task failed", e, task=name, session=self.id, plugin=self.plugin_id)
+            if on_crash is not None:
+                run_callbacks(self.services.logger, [on_crash], session=self.id)
+            return None
 
-    def _fail(self, reply: Reply | None, batch: _Batch | None, rid: RequestId | None, err: HostError) -> None:
-        self._counters.errors += 1
-        if reply is not None:
-            reply(encode_error(rid, err))
-        if batch is not None:
-            batch.done_one()
-
-    def _internal_error(self, rid: RequestId | None, method: str, e: Exception) -> bytes:
-        self._counters.errors += 1
-        self.services.logger.error("handler failed", method=method, session=self.id, error=f"{type(e).__name__}: {e}")
-        return encode_error(rid, HostCallFailed(f"internal error in {method}: {type(e).__name__}"))
-
-    def _drop_notification(self, method: str) -> None:
-        self.services.counters.dropped_notifications += 1
-        now = time.monotonic()
-        if now - self._last_drop_warning >= 1.0:
-            self._last_drop_warning = now
-            self.services.logger.warn(
-                "notification dropped: too many in-flight calls",
-                method=method,
-                session=self.id,
-                plugin=self.plugin_id,
-                dropped_total=self.services.counters.dropped_notifications,
-            )
-
-    def _cancel_request(self, raw: msgspec.Raw) -> None:
-        try:
-            target = _cancel_decoder.decode(bytes(raw) or b"{}").id
-        except msgspec.DecodeError:
-            return
-        task = self._calls.get(target)
-        if task is not None and not task.done() and task not in self._cancel_requested:
-            self._cancel_requested.add(task)
-            # Deferred by one loop turn: a task cancelled before its first step never runs
-            # its body, so it could not answer -32800.
-            self._loop.call_soon(task.cancel)
-
-    # Writing ------------------------------------------------------------------------
-
-    def _write(self, line: bytes) -> None:
-        if self._lost:
-            return
-        self._out.append(line)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if not self._out or self._output is None:
-            return
-        out, self._out = self._out, []
-        out.append(b"")
-        try:
-            self._output.write(b"\n".join(out))
-        except Exception as e:  # a failed write ends the session at once
-            self.lost(e)
-
-    # Calls to the plugin (server -> client) ----------------------------------------------
+    # Calls to the peer ------------------------------------------------------------------------
 
     async def call(self, method: str, params: Any, timeout_s: float | None = None) -> Any:
-        """Send a request to the plugin and wait for its answer.
-
-        Raises :class:`RemoteError` with the plugin's error object, ``TimeoutError``, or
-        :class:`HostCallFailed` ``plugin disconnected`` when the session ends first.
-        On timeout or cancellation the plugin is sent ``$/cancelRequest``.
-        """
-        if self.closing or self._lost:
-            raise HostCallFailed("plugin disconnected")
-        rid = f"hostd-{next(self._request_seq)}"
-        fut: asyncio.Future[Any] = self._loop.create_future()
-        self._pending[rid] = fut
-        self._write(encode_request(rid, method, params))
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await fut
-        except (TimeoutError, asyncio.CancelledError):
-            # Cancelling the await cancels ``fut`` too: only an answered call needs no cancel.
-            if (fut.cancelled() or not fut.done()) and not self._lost:
-                self._write(encode_request(None, CANCEL_METHOD, {"id": rid}))
-            raise
-        finally:
-            self._pending.pop(rid, None)
+        return await self.peer.call(method, params, timeout_s)
 
     def notify(self, method: str, params: Any) -> None:
-        self._write(encode_request(None, method, params))
+        self.peer.notify(method, params)
 
-    def _on_answer(self, env: Envelope) -> None:
-        rid = env.id
-        fut = self._pending.get(rid) if isinstance(rid, str) else None
-        if fut is None or fut.done():
-            self.services.logger.info("unmatched answer dropped", session=self.id, id=rid)
-            return
-        if env.error:
-            try:
-                error = orjson.loads(bytes(env.error))
-            except orjson.JSONDecodeError:
-                error = None
-            if not isinstance(error, dict):
-                error = {"code": -32000, "message": "invalid error object from plugin"}
-            fut.set_exception(RemoteError(error))
-        else:
-            fut.set_result(env.result)
-
-    def _fail_pending(self, message: str) -> None:
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(HostCallFailed(message))
-        self._pending.clear()
-
-
-async def _first(input_ended: asyncio.Event, shutdown: asyncio.Event, grace_s: float) -> float:
-    """Wait for EOF or daemon shutdown; returns the grace period that applies."""
-    a = asyncio.ensure_future(input_ended.wait())
-    b = asyncio.ensure_future(shutdown.wait())
-    try:
-        await asyncio.wait({a, b}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        a.cancel()
-        b.cancel()
-    return EOF_GRACE_S if input_ended.is_set() else grace_s
+    def _unmatched_answer(self, rid: object) -> None:
+        self.services.logger.debug("unmatched answer dropped", session=self.id, id=rid)

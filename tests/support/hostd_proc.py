@@ -15,6 +15,9 @@ from hostd.client import MAX_LINE, Client
 
 HOSTD = [sys.executable, "-m", "hostd"]
 
+# Every hostd started by the current test: its log is attached to the report of a failure.
+STARTED: list[HostdProcess] = []
+
 
 @dataclass
 class HostdProcess:
@@ -49,16 +52,29 @@ class HostdProcess:
                     await self._stderr_task
         return code
 
-    async def wait_log(self, text: str, timeout: float = 10.0) -> str:
+    async def wait_log(self, text: str, *more: str, timeout: float = 10.0) -> str:
+        """The first log line (from the start) that contains ``text`` and every one of ``more``."""
         seen = 0
         async with asyncio.timeout(timeout):
             while True:
                 for line in self.stderr_lines[seen:]:
-                    if text in line:
+                    if text in line and all(t in line for t in more):
                         return line
                 seen = len(self.stderr_lines)
                 if self._stderr_task is not None and self._stderr_task.done():
                     raise RuntimeError(f"hostd exited before logging {text!r}")
+                self._new_line.clear()
+                await self._new_line.wait()
+
+    async def wait_log_count(self, text: str, count: int, timeout: float = 10.0) -> list[str]:
+        """Wait until ``count`` log lines contain ``text``; returns them."""
+        async with asyncio.timeout(timeout):
+            while True:
+                lines = [line for line in self.stderr_lines if text in line]
+                if len(lines) >= count:
+                    return lines
+                if self._stderr_task is not None and self._stderr_task.done():
+                    raise RuntimeError(f"hostd exited before logging {text!r} {count} times")
                 self._new_line.clear()
                 await self._new_line.wait()
 
@@ -112,6 +128,7 @@ async def launch(
         *argv, stdin=stdin, stdout=stdout, stderr=asyncio.subprocess.PIPE, env=full_env, limit=MAX_LINE
     )
     hp = HostdProcess(proc, socket, control)
+    STARTED.append(hp)
     hp._stderr_task = asyncio.create_task(hp._read_stderr())
     try:
         await hp.wait_log(ready, timeout=20)

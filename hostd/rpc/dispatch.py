@@ -1,0 +1,356 @@
+"""Envelope → method → run: the one place where exceptions become wire errors.
+
+``Dispatcher.line`` takes one framed line and answers it. Decoding is total: whatever a
+line holds (invalid UTF-8, nesting deeper than msgspec's limit, a wrong type anywhere)
+becomes ``-32700``/``-32600``/``-32602`` and the next line is served. Inline handlers
+(no I/O) run right here; the others run as tasks in the session's task group, counted
+against ``max_in_flight``. The fault boundary of a request is :meth:`Dispatcher._answer`:
+a :class:`~hostd.errors.WireError` is answered as itself, anything else as ``-32603``
+``internal error in <method>``, logged once with its traceback under the plugin id.
+
+Batches follow JSON-RPC 2.0 with ``limits.max_batch``; each element counts against
+``max_in_flight`` in order, and the answer array is written when the last element ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from hostd.errors import (
+    InternalError,
+    InvalidRequest,
+    LimitExceeded,
+    MethodNotFound,
+    ParseError,
+    RequestCancelled,
+    WireError,
+)
+from hostd.faults import FAULTS_ON, inject, log_fault
+from hostd.rpc.messages import UNSET, Envelope, RequestId, encode_error, encode_result, envelope_decoder
+from hostd.rpc.methods import CallContext, Method
+from hostd.rpc.peer_calls import CANCEL_METHOD
+
+if TYPE_CHECKING:
+    from hostd.rpc.session import Session
+
+Reply = Callable[[bytes], None]
+
+_raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+class _Cancel(msgspec.Struct):
+    id: int | float | str
+
+
+_cancel_decoder = msgspec.json.Decoder(_Cancel)
+
+
+class _Batch:
+    """Collects the answers of one batch and writes them as one array when the last ends."""
+
+    __slots__ = ("parts", "pending", "write")
+
+    def __init__(self, write: Reply, pending: int) -> None:
+        self.pending = pending
+        self.parts: list[bytes] = []
+        self.write = write
+
+    def add(self, answer: bytes) -> None:
+        self.parts.append(answer)
+
+    def done_one(self) -> None:
+        self.pending -= 1
+        if self.pending == 0 and self.parts:
+            self.write(b"[" + b",".join(self.parts) + b"]")
+
+
+def decode_envelope(line: bytes) -> Envelope | WireError:
+    """One line's envelope, or the error that answers it (never raises)."""
+    try:
+        return envelope_decoder.decode(line)
+    except msgspec.ValidationError as e:
+        return InvalidRequest(f"invalid request: {e}")
+    except msgspec.DecodeError as e:
+        return ParseError(f"parse error: {e}")
+    except RecursionError:
+        return ParseError("parse error: nesting too deep")
+    except Exception as e:  # decoders must be total: anything else is unreadable input too
+        return ParseError(f"parse error: {type(e).__name__}")
+
+
+class Dispatcher:
+    __slots__ = (
+        "_calls",
+        "_cancel_requested",
+        "_ctx",
+        "_idle",
+        "_last_drop_warning",
+        "_loop",
+        "answer_on_cancel",
+        "in_flight",
+        "max_in_flight",
+        "methods",
+        "session",
+        "tasks",
+    )
+
+    def __init__(self, session: Session, methods: Mapping[str, Method[Any]], max_in_flight: int | None) -> None:
+        self.session = session
+        self.methods = methods
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._calls: dict[RequestId, asyncio.Task[Any]] = {}
+        self._cancel_requested: set[asyncio.Task[Any]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._loop = asyncio.get_running_loop()
+        self._last_drop_warning = 0.0
+        self._ctx: CallContext[Any] = CallContext(session, session.services, None)  # calls without a scope
+        # Set when the daemon's grace period ends: calls still running are answered this.
+        self.answer_on_cancel: WireError | None = None
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    def cancel_all(self, answer: WireError | None = None) -> None:
+        self.answer_on_cancel = answer
+        for task in list(self.tasks):
+            task.cancel()
+
+    # Lines ------------------------------------------------------------------------------
+
+    def line(self, line: bytes, reply: Reply) -> None:
+        """Answer one framed line (``reply`` writes an answer)."""
+        if line[:1] != b"{":  # the common case needs no strip
+            line = line.strip()
+            if not line:
+                return
+            if line[:1] == b"[":
+                self._batch(line, reply)
+                return
+        env = decode_envelope(line)
+        if isinstance(env, WireError):
+            self._fail(reply, None, None, env)
+            return
+        self.envelope(env, reply, None)
+
+    def too_large(self, reply: Reply) -> None:
+        self._fail(reply, None, None, InvalidRequest("message too large"))
+
+    def _batch(self, data: bytes, reply: Reply) -> None:
+        try:
+            items = _raw_list_decoder.decode(data)
+        except RecursionError:
+            self._fail(reply, None, None, ParseError("parse error: nesting too deep"))
+            return
+        except msgspec.DecodeError as e:
+            self._fail(reply, None, None, ParseError(f"parse error: {e}"))
+            return
+        if not items:
+            self._fail(reply, None, None, InvalidRequest("invalid request: empty batch"))
+            return
+        limit = self.session.services.config.limits.max_batch
+        if len(items) > limit:
+            self._fail(reply, None, None, InvalidRequest(f"batch too large (max {limit} elements)"))
+            return
+        batch = _Batch(reply, len(items) + 1)  # +1 until every element is dispatched
+        for raw in items:
+            env = decode_envelope(raw)
+            if isinstance(env, WireError):
+                batch.add(encode_error(None, env))
+                batch.done_one()
+                continue
+            self.envelope(env, batch.add, batch)
+        batch.done_one()
+
+    # One message --------------------------------------------------------------------------
+
+    def envelope(self, env: Envelope, reply: Reply, batch: _Batch | None) -> None:
+        method_name = env.method
+        id_ = env.id
+        session = self.session
+        if type(method_name) is not str:
+            if env.result or env.error:  # an answer to a request hostd sent: never answered
+                session.peer.answer(env)
+                if batch is not None:
+                    batch.done_one()
+                return
+            self._fail(reply, batch, None, InvalidRequest("invalid request: method is required"))
+            return
+        if env.jsonrpc != "2.0":
+            self._fail(reply, batch, None, InvalidRequest('invalid request: jsonrpc must be "2.0"'))
+            return
+        if id_ is None:
+            self._fail(reply, batch, None, InvalidRequest("invalid request: id must be a number or a string"))
+            return
+        counters = session.services.counters
+        counters.calls += 1
+        rid: RequestId | None = None if id_ is UNSET else id_
+        answer = reply if rid is not None else None
+        method = self.methods.get(method_name)
+        if method is None:
+            if method_name == CANCEL_METHOD:
+                self._cancel(env.params)
+                if answer is not None:
+                    answer(encode_result(rid, {}))
+                if batch is not None:
+                    batch.done_one()
+                return
+            if method_name.startswith("host."):
+                err: WireError = MethodNotFound(f"unsupported host callback {method_name}")
+            else:
+                err = MethodNotFound(f"method not found: {method_name}")
+            self._fail(answer, batch, rid, err)
+            return
+        if session.trace:
+            session.services.logger.trace("request", method=method_name, id=rid, session=session.id)
+        raw = env.params
+        try:
+            params = method.decoder.decode(raw) if raw else method.decoder.empty()
+            callback_id = getattr(params, "host_callback_id", None)
+            ctx = self._ctx if not callback_id else self._scoped(callback_id)
+        except msgspec.DecodeError as e:
+            self._fail(answer, batch, rid, method.decoder.error(e))
+            return
+        except RecursionError:
+            self._fail(answer, batch, rid, ParseError("parse error: nesting too deep"))
+            return
+        except WireError as e:
+            self._fail(answer, batch, rid, e)
+            return
+        except Exception as e:  # a decoder or scope bug: this request alone fails
+            self._fail(answer, batch, rid, self._internal(method_name, e))
+            return
+        if method.inline:
+            try:
+                if FAULTS_ON:
+                    inject(f"handler:{method_name}")
+                out = encode_result(rid, method.fn(ctx, params))
+            except Exception as e:
+                out = encode_error(rid, self._error(method_name, e))
+            if answer is not None:
+                answer(out)
+            if batch is not None:
+                batch.done_one()
+            return
+        refusal = self._admit(answer is not None)
+        if refusal is not None:
+            if answer is None:
+                self._drop_notification(method_name)
+                if batch is not None:
+                    batch.done_one()
+                return
+            self._fail(answer, batch, rid, refusal)
+            return
+        self.in_flight += 1
+        self._idle.clear()
+        if answer is not None and batch is None:
+            answer = session.outbox.write  # answered later: schedules its own flush
+        task = session.task_group.create_task(self._run(method, ctx, params, rid, answer, batch))
+        self.tasks.add(task)
+        if rid is not None:
+            self._calls[rid] = task
+
+    def _admit(self, has_id: bool) -> WireError | None:
+        if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
+            return LimitExceeded(f"too many in-flight calls (max {self.max_in_flight})")
+        if self.session.services.output_budget.full:
+            return LimitExceeded("hostd output buffers are full; retry later", retryable=True)
+        return None
+
+    def _scoped(self, callback_id: str) -> CallContext[Any]:
+        session = self.session
+        scope = session.services.scopes.lookup(callback_id, session.id)
+        return CallContext(session, session.services, scope) if scope is not None else self._ctx
+
+    async def _run(
+        self,
+        method: Method[Any],
+        ctx: CallContext[Any],
+        params: Any,
+        rid: RequestId | None,
+        reply: Reply | None,
+        batch: _Batch | None,
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        out: bytes | None = None
+        try:
+            if FAULTS_ON:
+                inject(f"handler:{method.name}")
+            out = encode_result(rid, await method.fn(ctx, params))
+        except asyncio.CancelledError:
+            if task in self._cancel_requested and task.uncancel() == 0:
+                out = encode_error(rid, RequestCancelled("request cancelled"))
+            elif self.answer_on_cancel is not None and task.uncancel() == 0:
+                out = encode_error(rid, self.answer_on_cancel)
+            else:
+                raise
+        except Exception as e:
+            out = encode_error(rid, self._error(method.name, e))
+        finally:
+            self._cancel_requested.discard(task)
+            self.tasks.discard(task)
+            if rid is not None and self._calls.get(rid) is task:
+                del self._calls[rid]
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+        if reply is not None:
+            reply(out)
+        if batch is not None:
+            batch.done_one()
+
+    # Errors ---------------------------------------------------------------------------------
+
+    def _error(self, method: str, e: Exception) -> WireError:
+        """The request fault boundary: what ``e`` answers."""
+        if isinstance(e, WireError):
+            self.session.services.counters.errors += 1
+            return e
+        return self._internal(method, e)
+
+    def _internal(self, method: str, e: BaseException) -> InternalError:
+        session = self.session
+        session.services.counters.errors += 1
+        log_fault(session.services.logger, "handler failed", e, method=method, session=session.id, plugin=session.plugin_id)
+        return InternalError(f"internal error in {method}")
+
+    def _fail(self, reply: Reply | None, batch: _Batch | None, rid: RequestId | None, err: WireError) -> None:
+        self.session.services.counters.errors += 1
+        if reply is not None:
+            reply(encode_error(rid, err))
+        if batch is not None:
+            batch.done_one()
+
+    def _drop_notification(self, method: str) -> None:
+        services = self.session.services
+        services.counters.dropped_notifications += 1
+        now = time.monotonic()
+        if now - self._last_drop_warning >= 1.0:
+            self._last_drop_warning = now
+            services.logger.warn(
+                "notification dropped: too many in-flight calls",
+                method=method,
+                session=self.session.id,
+                plugin=self.session.plugin_id,
+                dropped_total=services.counters.dropped_notifications,
+            )
+
+    def _cancel(self, raw: msgspec.Raw) -> None:
+        try:
+            target = _cancel_decoder.decode(bytes(raw) or b"{}").id
+        except (msgspec.DecodeError, RecursionError):
+            return
+        task = self._calls.get(target)
+        if task is not None and not task.done() and task not in self._cancel_requested:
+            self._cancel_requested.add(task)
+            # Deferred by one loop turn: a task cancelled before its first step never runs
+            # its body, so it could not answer -32800.
+            self._loop.call_soon(task.cancel)
