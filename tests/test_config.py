@@ -3,13 +3,19 @@ levels and URLs as PROTOCOL §12 asks, and which changed keys a reload applies l
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
+import msgspec
+import orjson
 import pytest
 
 from hostd.config import (
+    Config,
     ConfigError,
     ConfigSources,
+    applies_live,
     load_config,
     mask_url_password,
     reload_plan,
@@ -210,3 +216,27 @@ def test_reload_plan_never_carries_values() -> None:
     plan = reload_plan(old, new)
     assert plan.live == ("model.api_key",)
     assert "sk-secret" not in repr(plan)
+
+
+def _keys(cls: type[msgspec.Struct], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for f in msgspec.structs.fields(cls):
+        if isinstance(f.default, msgspec.Struct):
+            out += _keys(type(f.default), f"{prefix}{f.name}.")
+        else:
+            default = f.default_factory() if f.default is msgspec.NODEFAULT else f.default
+            out.append((prefix + f.name, default))
+    return out
+
+
+def test_the_operations_reference_lists_every_key_with_its_default_and_reload() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    rows = {}
+    for m in re.finditer(r"^\| `(?:\[(\w+)\] )?(\w+)` \| `([^`]*)` \| (live|restart) \|", doc, re.M):
+        table, key, default, reload = m.groups()
+        rows[f"{table}.{key}" if table else key] = (default, reload)
+    expected = _keys(Config)
+    assert sorted(rows) == sorted(k for k, _ in expected)
+    for key, default in expected:
+        assert rows[key][0] == orjson.dumps(default).decode(), key
+        assert rows[key][1] == ("live" if applies_live(key) else "restart"), key
