@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import shutil
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -425,6 +426,18 @@ def test_eof_calls_the_table_s_shutdown_and_exits_0(libs: dict[str, Path]) -> No
         worker.hello.result(TIMEOUT)
         assert worker.invoke("plugin.shutdown") == {"method": "plugin.shutdown", "params": {}}
         worker.close_input()
+        assert worker.wait() == 0
+        worker.wait_stderr("test plugin: shutdown called")
+    finally:
+        worker.kill()
+
+
+def test_sigterm_shuts_the_plugin_down_like_eof(libs: dict[str, Path]) -> None:
+    worker = Worker(libs["plugin"])
+    try:
+        worker.hello.result(TIMEOUT)
+        assert worker.invoke("echo", {}) == {"method": "echo", "params": {}}
+        worker.proc.send_signal(signal.SIGTERM)
         assert worker.wait() == 0
         worker.wait_stderr("test plugin: shutdown called")
     finally:

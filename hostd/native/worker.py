@@ -18,7 +18,7 @@ What it does, in order:
 4. sends ``hostd.hello {"plugin_id", "schema_version": 3}`` and serves: every request from hostd
    (any method) calls the plugin's ``call`` on a thread of its own and is answered by id;
    ``host->call`` from any plugin thread becomes a request to hostd, and only that thread waits;
-5. on EOF of the protocol input: host calls still waiting fail, calls in progress get
+5. on EOF of the protocol input (or SIGTERM): host calls still waiting fail, calls in progress get
    ``SHUTDOWN_GRACE_S`` to finish, the table's ``shutdown`` runs, and the process exits 0.
 
 Why ctypes and no C helper: ctypes callbacks may be entered from any thread, threads the plugin
@@ -40,6 +40,7 @@ import json
 import os
 import queue
 import re
+import signal
 import sys
 import threading
 import traceback
@@ -686,6 +687,14 @@ def line_buffer_c_stdout(libc: ctypes.CDLL) -> None:
         pass
 
 
+class _Stop(BaseException):
+    """SIGTERM arrived while the worker was serving."""
+
+
+def _raise_stop(_signum: int, _frame: object) -> None:
+    raise _Stop
+
+
 def _exit(worker: Worker | None, code: int) -> NoReturn:
     # os._exit: plugin threads (Go's runtime among them) may still run; interpreter finalisation
     # under them could crash in a callback. Flush what the plugin printed first.
@@ -715,9 +724,18 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except LoadError as exc:
         os.write(2, (LOAD_ERROR_PREFIX + str(exc).replace("\n", " ") + "\n").encode("utf-8", "replace"))
         _exit(worker, LOAD_ERROR_EXIT)
-    worker.send_hello()
-    worker.ready.set()
-    worker.eof.wait()
+    # SIGTERM (hostd ending the worker's process group) is a stop like EOF: the table's shutdown
+    # still runs. The handler only raises, so it never takes a lock the main thread may hold; it is
+    # in place before the hello, so a worker that said hello always stops this way. A second
+    # SIGTERM kills at once.
+    try:
+        signal.signal(signal.SIGTERM, _raise_stop)
+        worker.send_hello()
+        worker.ready.set()
+        worker.eof.wait()
+    except _Stop:
+        _log("SIGTERM: shutting the plugin down")
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     worker.close()
     _exit(worker, 0)
 
