@@ -11,13 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hostd.config import ConfigError
+from hostd.config import ConfigError, reload_plan
 
 if TYPE_CHECKING:
     from hostd.server import Daemon
-
-RESTART_KEYS = ("listen", "control", "socket_mode", "loop", "name", "allowed_uids")
-
 
 def apply_reload(daemon: Daemon) -> None:
     logger = daemon.logger
@@ -30,9 +27,9 @@ def apply_reload(daemon: Daemon) -> None:
         logger.error("config reload failed; keeping the running config", error=str(e))
         return
     old = daemon.services.config
-    needs_restart = [key for key in RESTART_KEYS if getattr(old, key) != getattr(fresh, key)]
+    plan = reload_plan(old, fresh)
     services = daemon.services
-    logger.set_level(fresh.log_level)
+    logger.apply_config(fresh)  # level, per-logger levels, format, byte bounds
     limits = fresh.limits
     streams = services.streams
     streams.max_per_session = limits.max_streams
@@ -42,12 +39,13 @@ def apply_reload(daemon: Daemon) -> None:
     services.input_budget.limit = limits.max_total_input_bytes
     services.config = fresh
     daemon.config = fresh
+    services.reset_upstreams(
+        http=old.http != fresh.http,
+        model=old.model != fresh.model or old.model_api_key != fresh.model_api_key,
+        auth=old.auth_dir != fresh.auth_dir,
+    )
     for session in services.sessions:
         if session.dispatcher.max_in_flight is not None:
             session.dispatcher.max_in_flight = limits.max_in_flight
         session.outbox.max_bytes = limits.max_output_bytes
-    logger.info(
-        "config reloaded",
-        log_level=fresh.log_level,
-        needs_restart=needs_restart or None,
-    )
+    logger.info("config reloaded", **plan.log_fields())

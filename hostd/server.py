@@ -52,9 +52,6 @@ from hostd.transports import (
     parse_unix_address,
     peer_credentials,
 )
-from hostd.credentials import CredentialStore
-from hostd.upstream.http_client import HttpUpstream
-from hostd.upstream.model_backend import ModelBackend
 
 RESTART_PAUSE_S = 1.0
 
@@ -83,15 +80,10 @@ def build_services(config: Config, logger: Logger) -> Services:
         streams=streams,
         scopes=ScopeRegistry(),
         counters=counters,
-        http=HttpUpstream(config.http, logger),
         emit=EmitRegistry(),
         output_budget=OutputBudget(limits.max_total_output_bytes),
         input_budget=InputBudget(limits.max_total_input_bytes),
     )
-    if config.model.base_url:
-        services.model = ModelBackend(config, logger)
-    if config.auth_dir:
-        services.auth = CredentialStore(config.auth_dir)
     # Session-end cleanup, in this order: streams first (their upstream connections drop at
     # once), then scopes (closing the model streams bound to them), then the emit links the
     # session was reading.
@@ -251,9 +243,7 @@ class Daemon:
                     task.cancel()
         finally:
             self._remove_socket_files()
-            await self.services.http.aclose()
-            if self.services.model is not None:
-                await self.services.model.aclose()
+            await self.services.aclose()
             self.logger.info("hostd stopped", calls=self.services.counters.calls, exit_code=exit_code)
         return exit_code
 

@@ -211,8 +211,15 @@ class Dispatcher:
         if session.trace:
             session.services.logger.trace("request", method=method_name, id=rid, session=session.id)
         raw = env.params
+        decoder = method.decoder
         try:
-            params = method.decoder.decode(raw) if raw else method.decoder.empty()
+            if not raw:
+                params = decoder.empty()
+            else:
+                try:  # msgspec's own bound method: no Python frame on the common path
+                    params = decoder.exact(raw)
+                except msgspec.ValidationError:  # Go-cased keys, or a real mistake
+                    params = decoder.recover(raw)
             callback_id = getattr(params, "host_callback_id", None)
             ctx = self._ctx if not callback_id else self._scoped(callback_id)
         except msgspec.DecodeError as e:
