@@ -23,8 +23,10 @@ $(VENV)/.runtime: pyproject.toml
 demo: $(VENV)/.runtime
 	$(PY) plugins/demo.py
 
+# The suite runs once per event loop (every hostd it starts uses that loop): they fail differently.
+LOOPS ?= asyncio uvloop
 test: $(STAMP)
-	$(PY) -m pytest
+	@set -e; for loop in $(LOOPS); do echo "== pytest --loop $$loop"; $(PY) -m pytest --loop $$loop $(PYTEST_ARGS); done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hostd tests plugins bench
