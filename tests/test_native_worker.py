@@ -406,6 +406,31 @@ def test_a_go_plugin_calls_the_host_from_several_goroutines_at_once(golib: Path)
         worker.wait_stderr("go plugin: management.handle done")  # fmt.Println went to stderr
 
 
+def test_a_go_plugin_under_load_from_many_goroutines(golib: Path) -> None:
+    n, rounds = 32, 20
+
+    def host(worker: Worker, msg: dict[str, Any]) -> Any:
+        if msg["method"] == "host.log":
+            return {"seen": msg["params"]["message"]}
+        return default_handler(worker, msg)
+
+    with running(golib, handler=host) as worker:
+        result = worker.invoke("management.handle", {"n": n, "rounds": rounds, "host_callback_id": "cb"})
+        assert sorted(r["seen"] for r in result["results"]) == sorted(f"goroutine {i}" for i in range(n))
+        assert len(worker.wait_requests("host.log", n * rounds)) == n * rounds
+
+
+def test_a_go_panic_ends_the_worker_with_sigabrt(golib: Path) -> None:
+    worker = Worker(golib)
+    try:
+        worker.hello.result(TIMEOUT)
+        worker.start_invoke("crash.panic", {})
+        assert worker.wait() == -signal.SIGABRT  # Go's runtime in a c-shared library aborts on a fatal panic
+        worker.wait_stderr("assignment to entry in nil map")
+    finally:
+        worker.kill()
+
+
 # --- stdio isolation, shutdown --------------------------------------------------------------------
 
 

@@ -88,33 +88,43 @@ func handle(method string, request []byte) []byte {
 	case "management.handle":
 		var params struct {
 			N              int    `json:"n"`
+			Rounds         int    `json:"rounds"`
 			HostCallbackID string `json:"host_callback_id"`
 		}
 		_ = json.Unmarshal(request, &params)
+		if params.Rounds < 1 {
+			params.Rounds = 1
+		}
 		results := make([]json.RawMessage, params.N)
 		var wg sync.WaitGroup
 		for i := 0; i < params.N; i++ {
 			wg.Add(1)
 			go func(i int) {
 				defer wg.Done()
-				req, _ := json.Marshal(map[string]any{
-					"level":            "info",
-					"message":          fmt.Sprintf("goroutine %d", i),
-					"host_callback_id": params.HostCallbackID,
-				})
-				rc, out := callHost("host.log", req)
-				var env envelope
-				if rc != 0 || json.Unmarshal(out, &env) != nil || !env.OK {
-					results[i] = json.RawMessage(`"failed"`)
-					return
+				for round := 0; round < params.Rounds; round++ {
+					req, _ := json.Marshal(map[string]any{
+						"level":            "info",
+						"message":          fmt.Sprintf("goroutine %d", i),
+						"host_callback_id": params.HostCallbackID,
+					})
+					rc, out := callHost("host.log", req)
+					var env envelope
+					if rc != 0 || json.Unmarshal(out, &env) != nil || !env.OK {
+						results[i] = json.RawMessage(`"failed"`)
+						return
+					}
+					results[i] = env.Result
 				}
-				results[i] = env.Result
 			}(i)
 		}
 		wg.Wait()
 		fmt.Println("go plugin: management.handle done") // fmt.Println goes to fd 1: the worker's stderr
 		raw, _ := json.Marshal(map[string]any{"ok": true, "result": map[string]any{"results": results}})
 		return raw
+	case "crash.panic":
+		var m map[string]int
+		m["x"] = 1 // a nil map write panics; in a c-shared library Go's runtime then aborts the process
+		return nil
 	default:
 		return []byte(`{"ok":false,"error":{"code":"unknown_method","message":"unknown method: ` + method + `"}}`)
 	}
