@@ -17,6 +17,7 @@ from hostd import __version__
 from hostd.config import Config, ConfigError, ConfigSources
 from hostd.eventloop import run_daemon
 from hostd.logs import configure_from
+from hostd.systemd import ActivationError
 
 
 def _serve_options(p: argparse.ArgumentParser) -> None:
@@ -119,8 +120,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return await Daemon(config, logger).run()
         except StartupError as e:
             logger.error("cannot start", error=str(e))
-            print(f"hostd: {e}", file=sys.stderr)
             return 1
+        except ActivationError as e:  # sockets from systemd that cannot work: a configuration error
+            logger.error("cannot start", error=str(e))
+            return 2
 
     try:
         return run_daemon(config, main)
