@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hostd.client import RpcError
-from hostd.upstream.egress import EgressPolicy
+from hostd.upstream._net.egress import EgressPolicy
 from tests.support.hostd_proc import HostdProcess, running_hostd
 
 pytestmark = pytest.mark.anyio
@@ -109,7 +109,7 @@ def test_policy_reasons() -> None:
     assert policy.reason(ipaddress.ip_address("::ffff:0.0.0.0")) is not None
     strict = EgressPolicy(deny_private=True)
     for address in ("127.0.0.1", "::1", "10.0.0.1", "172.16.0.1", "192.168.1.1", "100.64.0.1", "fd00::1"):
-        assert strict.reason(ipaddress.ip_address(address)) == "private address", address
+        assert (strict.reason(ipaddress.ip_address(address)) or "").startswith("private address"), address
     assert strict.reason(ipaddress.ip_address("8.8.8.8")) is None
 
 

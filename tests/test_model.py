@@ -314,13 +314,15 @@ async def test_stream_flag_is_checked_before_anything_else(hostd: HostdProcess) 
         assert e.message == "host.model.execute_stream requires stream=true"
 
 
-async def test_unavailable_backend_is_checked_before_proxy_url_and_protocol(hostd: HostdProcess) -> None:
+async def test_proxy_url_is_checked_before_the_unavailable_backend(hostd: HostdProcess) -> None:
+    """CLIProxyAPI v8's order: a bad proxy_url is reported even when no executor is configured."""
     async with await hostd.connect() as c:
         bad = {"entry_protocol": "nope", "proxy_url": "ftp://x"}
-        e = await call_error(c, "host.model.execute", bad)
-        assert (e.code, e.message) == (-32000, "host model executor is unavailable")
-        e = await call_error(c, "host.model.execute_stream", {**bad, "stream": True})
-        assert (e.code, e.message) == (-32000, "host model executor is unavailable")
+        for method, extra in (("host.model.execute", {}), ("host.model.execute_stream", {"stream": True})):
+            e = await call_error(c, method, {**bad, **extra})
+            assert (e.code, e.message) == (-32000, "invalid proxy_url")
+            e = await call_error(c, method, {"entry_protocol": "nope", "proxy_url": "http://proxy:8080", **extra})
+            assert (e.code, e.message) == (-32000, "host model executor is unavailable")
 
 
 async def test_proxy_url_is_checked_before_the_entry_protocol(client: Client, proxy: FakeProxy) -> None:

@@ -1,28 +1,41 @@
-"""``host.http.*``: outbound HTTP for plugins, plain (``do``) and streamed (``do_stream``).
+"""``host.http.*``: outbound HTTP for plugins, plain (``do``) and streamed (``do_stream``),
+and the operations that cancel them (``operation_open``, ``cancel``; PROTOCOL.md §5, §13).
 
 Results use the native host's payloads: Go field names for ``do``, snake_case for streams.
 Stream bodies are pulled by a producer task (owned by the session) into the stream's
 bounded buffer; ``stream_read`` only ever waits on that buffer, never on httpx.
+
+A call that claims an operation can be cancelled from another call: while it waits for the
+headers it fails ``execute host http request: context canceled``, while ``do`` reads the
+body ``read host http response: context canceled``; a stream it opened is closed at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import zlib
 from typing import Any
 
-import anyio
-import httpx
 import msgspec
 
-from hostd.errors import Forbidden, HostCallFailed
-from hostd.handlers.base import CallContext, host_method
+from hostd.errors import HostCallFailed
+from hostd.operations import CANCELED, Operation, cancel_task
 from hostd.rpc.messages import b64
-from hostd.streams import BufferClosed, End, Stream
-from hostd.upstream.egress import EgressDenied
+from hostd.rpc.methods import CallContext, host_method
+from hostd.streams import BufferClosed, End, Stream, StreamTable
+from hostd.upstream._net import NETWORK_ERRORS, EgressDenied, close_response, upstream_aborter
 from hostd.upstream.headers import header_map
-from hostd.upstream.http_client import Sent
-from hostd.upstream.netstream import upstream_aborter
+from hostd.upstream.http_client import Sent, describe, translate
+
+EXECUTE = "execute host http request"
+READ = "read host http response"
+SEND_ERRORS: tuple[type[Exception], ...] = (*NETWORK_ERRORS, EgressDenied)
+BUILD_ERRORS: tuple[type[Exception], ...] = (*NETWORK_ERRORS, ValueError, TypeError)
+
+
+class WireProfile(msgspec.Struct, frozen=True, kw_only=True):
+    http1_only: bool = False  # HTTP/1.1 is all hostd speaks
+    disable_auto_compression: bool = False
+    header_profile: list[str | None] | None = None
 
 
 class HttpRequestFields(msgspec.Struct, frozen=True, kw_only=True):
@@ -30,6 +43,7 @@ class HttpRequestFields(msgspec.Struct, frozen=True, kw_only=True):
     url: str = ""
     headers: dict[str, list[str]] | None = None
     body: bytes | None = None
+    wire_profile: WireProfile | None = None
 
 
 class HttpParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -38,10 +52,18 @@ class HttpParams(msgspec.Struct, frozen=True, kw_only=True):
     headers: dict[str, list[str]] | None = None
     body: bytes | None = None
     request: HttpRequestFields | None = None
+    wire_profile: WireProfile | None = None
     host_callback_id: str = ""
+    operation_id: str = ""
 
     def fields(self) -> HttpRequestFields | HttpParams:
         return self.request if self.request is not None else self
+
+    def profile(self) -> WireProfile | None:
+        """A non-null ``request.wire_profile`` wins over the top-level one."""
+        if self.request is not None and self.request.wire_profile is not None:
+            return self.request.wire_profile
+        return self.wire_profile
 
 
 class StreamParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,59 +71,115 @@ class StreamParams(msgspec.Struct, frozen=True, kw_only=True):
     host_callback_id: str = ""
 
 
+class OperationOpenParams(msgspec.Struct, frozen=True, kw_only=True):
+    host_callback_id: str = ""
+
+
+class CancelParams(msgspec.Struct, frozen=True, kw_only=True):
+    operation_id: str = ""
+    # Only identifies the caller and is never checked (§7): under another attribute name,
+    # so the session does not look it up as a scope.
+    caller_callback_id: str = msgspec.field(default="", name="host_callback_id")
+
+
+def _claim_or_check_scope(ctx: CallContext, params: HttpParams) -> Operation | None:
+    """The claimed operation, or ``None``; without one, a scope id must name an open scope."""
+    operation_id = params.operation_id.strip()
+    if operation_id:
+        return ctx.services.operations.claim(operation_id, ctx.session.id, params.host_callback_id)
+    if params.host_callback_id and (ctx.scope is None or ctx.scope.closed):
+        raise HostCallFailed("host callback ID is not open")  # CLIProxyAPI v8: before any request is sent
+    return None
+
+
 async def _send(ctx: CallContext, params: HttpParams) -> Sent:
     fields = params.fields()
+    profile = params.profile()
     upstream = ctx.services.http
     try:
-        request, added_gzip = upstream.build(fields.method or "GET", fields.url, fields.headers, fields.body)
-    except (httpx.InvalidURL, ValueError, TypeError) as e:
-        raise HostCallFailed(f"create host http request: {e}") from None
+        request, added_gzip = upstream.build(
+            fields.method or "GET",
+            fields.url,
+            fields.headers,
+            fields.body,
+            auto_compression=profile is None or not profile.disable_auto_compression,
+            header_profile=[h for h in profile.header_profile if h] if profile and profile.header_profile else None,
+        )
+    except BUILD_ERRORS as e:
+        raise HostCallFailed(f"create host http request: {describe(e)}") from None
     try:
         return await upstream.send(request, added_gzip, session=ctx.session.id, plugin=ctx.plugin_id)
-    except EgressDenied as e:
-        raise Forbidden(str(e)) from None
-    except (httpx.HTTPError, httpx.InvalidURL) as e:
-        raise HostCallFailed(f"execute host http request: {_describe(e)}") from None
+    except SEND_ERRORS as e:
+        raise translate(e, EXECUTE) from None
 
 
-def _describe(e: BaseException) -> str:
-    text = str(e)
-    return text if text else type(e).__name__
+def _cancelled_by(op: Operation | None, task: asyncio.Task[Any]) -> bool:
+    """Whether the cancellation being handled is the operation's own (and only that one)."""
+    return op is not None and op.cancelled and task.uncancel() == 0
 
 
 @host_method("host.http.do", HttpParams, "host http")
 async def http_do(ctx: CallContext, params: HttpParams) -> dict[str, Any]:
+    op = _claim_or_check_scope(ctx, params)
+    task = asyncio.current_task()
+    assert task is not None
     timeout = ctx.services.config.http.timeout_s
+    action = EXECUTE
     try:
+        if op is not None:
+            op.on_cancel = cancel_task(task)
         async with asyncio.timeout(timeout):
             sent = await _send(ctx, params)
+            action = READ
             try:
                 body = await ctx.services.http.read_body(sent)
-            except (httpx.HTTPError, zlib.error) as e:
-                raise HostCallFailed(f"read host http response: {_describe(e)}") from None
+            except NETWORK_ERRORS as e:
+                raise translate(e, READ) from None
             finally:
-                await sent.response.aclose()
+                await close_response(sent.response)
     except TimeoutError:
-        raise HostCallFailed(f"execute host http request: timeout after {timeout:g}s") from None
+        raise HostCallFailed(f"{EXECUTE}: timeout after {timeout:g}s") from None
+    except asyncio.CancelledError:
+        if _cancelled_by(op, task):
+            raise HostCallFailed(f"{action}: {CANCELED}") from None
+        raise
+    finally:
+        if op is not None:
+            ctx.services.operations.finish(op)
     headers = header_map(sent.response.headers.raw, sent.dropped_headers)
     return {"StatusCode": sent.response.status_code, "Headers": headers or None, "Body": body}
 
 
 @host_method("host.http.do_stream", HttpParams, "host http")
 async def http_do_stream(ctx: CallContext, params: HttpParams) -> dict[str, Any]:
+    op = _claim_or_check_scope(ctx, params)
+    task = asyncio.current_task()
+    assert task is not None
     table = ctx.services.streams
-    stream = table.open("http", ctx.session)
+    try:
+        stream = table.open("http", ctx.session)
+    except BaseException:
+        if op is not None:
+            ctx.services.operations.finish(op)
+        raise
     timeout = ctx.services.config.http.timeout_s
     try:
+        if op is not None:
+            op.on_cancel = cancel_task(task)
         async with asyncio.timeout(timeout):  # for the headers; the body has the idle reaper
             sent = await _send(ctx, params)
-    except TimeoutError:
+    except BaseException as e:
         table.close(stream, "request failed")
-        raise HostCallFailed(f"execute host http request: timeout after {timeout:g}s") from None
-    except BaseException:
-        table.close(stream, "request failed")
+        if op is not None:
+            ctx.services.operations.finish(op)
+        if isinstance(e, TimeoutError):
+            raise HostCallFailed(f"{EXECUTE}: timeout after {timeout:g}s") from None
+        if isinstance(e, asyncio.CancelledError) and _cancelled_by(op, task):
+            raise HostCallFailed(f"{EXECUTE}: {CANCELED}") from None
         raise
     stream.abort_upstream = upstream_aborter(sent.response)
+    if op is not None:
+        _bind_operation(ctx, op, table, stream)
     table.start(stream, _pump(ctx, stream, sent))
     result: dict[str, Any] = {"status_code": sent.response.status_code}
     headers = header_map(sent.response.headers.raw, sent.dropped_headers)
@@ -109,6 +187,18 @@ async def http_do_stream(ctx: CallContext, params: HttpParams) -> dict[str, Any]
         result["headers"] = headers
     result["stream_id"] = stream.id
     return result
+
+
+def _bind_operation(ctx: CallContext, op: Operation, table: StreamTable, stream: Stream[bytes]) -> None:
+    """From now on the operation lives as long as the stream, and cancelling it closes the stream."""
+    operations = ctx.services.operations
+
+    def cancel() -> None:
+        stream.info["cancelled"] = True  # a read already waiting answers "context canceled"
+        table.close(stream, "operation cancelled")
+
+    op.on_cancel = cancel
+    stream.on_close = lambda _stream: operations.finish(op)
 
 
 async def _pump(ctx: CallContext, stream: Stream[bytes], sent: Sent) -> None:
@@ -120,11 +210,10 @@ async def _pump(ctx: CallContext, stream: Stream[bytes], sent: Sent) -> None:
         buffer.finish()
     except BufferClosed:
         pass
-    except (httpx.HTTPError, zlib.error) as e:
-        buffer.finish(_describe(e) or "stream failed")
+    except NETWORK_ERRORS as e:
+        buffer.finish(describe(e) or "stream failed")
     finally:
-        with anyio.CancelScope(shield=True):
-            await sent.response.aclose()
+        await close_response(sent.response)
 
 
 def _stream_id(params: StreamParams) -> str:
@@ -144,6 +233,8 @@ async def http_stream_read(ctx: CallContext, params: StreamParams) -> dict[str, 
     item = await table.read(stream)
     if isinstance(item, End):
         if item.aborted:
+            if stream.info.get("cancelled"):
+                return {"error": CANCELED, "done": True}
             raise HostCallFailed(f"http stream {stream_id} is not open")
         if item.error:
             return {"error": item.error, "done": True}
@@ -157,4 +248,31 @@ def http_stream_close(ctx: CallContext, params: StreamParams) -> dict[str, Any]:
     return {}
 
 
-METHODS = (http_do, http_do_stream, http_stream_read, http_stream_close)
+@host_method("host.http.operation_open", OperationOpenParams, "host http operation open", inline=True)
+def http_operation_open(ctx: CallContext, params: OperationOpenParams) -> dict[str, Any]:
+    scope = ctx.scope
+    if params.host_callback_id and (scope is None or scope.closed):
+        raise HostCallFailed("host callback ID is not open")
+    op = ctx.services.operations.open(
+        ctx.session.id, params.host_callback_id, scope, limit=ctx.services.config.limits.max_streams
+    )
+    return {"operation_id": op.id}
+
+
+@host_method("host.http.cancel", CancelParams, "host http cancel", inline=True)
+def http_cancel(ctx: CallContext, params: CancelParams) -> dict[str, Any]:
+    operation_id = params.operation_id.strip()
+    if not operation_id:
+        raise HostCallFailed("host http operation id is required")
+    ctx.services.operations.cancel(operation_id, ctx.session.id)
+    return {}
+
+
+METHODS = (
+    http_do,
+    http_do_stream,
+    http_stream_read,
+    http_stream_close,
+    http_operation_open,
+    http_cancel,
+)

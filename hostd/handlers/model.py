@@ -1,7 +1,7 @@
 """``host.model.*``: model execution through the proxy's HTTP API, plain and streamed.
 
-Both execute calls check, in the spec's order: decode (done by the session), the ``stream``
-flag, that a backend is configured, ``proxy_url``, the entry protocol. A streamed answer is
+Both execute calls check, in the spec's order (CLIProxyAPI v8's): decode (done by the
+session), the ``stream`` flag, ``proxy_url``, that a backend is configured, the entry protocol. A streamed answer is
 relayed by a producer task (owned by the session, not by the call that opened it) into
 the stream's bounded buffer; ``stream_read`` only waits on that buffer. Unlike HTTP
 streams, an unknown or closed model stream id reads as ``done``.
@@ -16,15 +16,15 @@ import asyncio
 import contextlib
 from typing import Any
 
-import anyio
 import httpx
 import msgspec
 
 from hostd.errors import HostCallFailed, HostError
-from hostd.handlers.base import CallContext, host_method
 from hostd.rpc.messages import b64
+from hostd.rpc.methods import CallContext, host_method
 from hostd.scopes import Scope
 from hostd.streams import BufferClosed, End, Stream, StreamTable
+from hostd.upstream._net import NETWORK_ERRORS, close_response, upstream_aborter
 from hostd.upstream.model_backend import (
     ModelBackend,
     ModelCall,
@@ -32,7 +32,6 @@ from hostd.upstream.model_backend import (
     check_proxy_url,
     response_headers,
 )
-from hostd.upstream.netstream import upstream_aborter
 
 
 class ModelParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -48,6 +47,7 @@ class ModelParams(msgspec.Struct, frozen=True, kw_only=True):
     forced_provider: str = ""
     auth_id: str = ""
     proxy_url: str = ""
+    path: str = ""
 
 
 class ModelStreamParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -67,10 +67,10 @@ def _prepare(ctx: CallContext, params: ModelParams, *, stream: bool) -> tuple[Mo
         raise HostCallFailed("host.model.execute_stream requires stream=true")
     if not stream and params.stream:
         raise HostCallFailed("host.model.execute requires stream=false")
+    proxy_url = check_proxy_url(params.proxy_url)  # before the executor check, as CLIProxyAPI v8 orders them
     backend: ModelBackend | None = ctx.services.model
     if backend is None:
         raise HostCallFailed("host model executor is unavailable")
-    proxy_url = check_proxy_url(params.proxy_url)
     protocol = check_entry_protocol(params.entry_protocol)
     scope = _open_scope(ctx)
     call = ModelCall(
@@ -88,6 +88,7 @@ def _prepare(ctx: CallContext, params: ModelParams, *, stream: bool) -> tuple[Mo
         auth_id=params.auth_id.strip(),
         forced_provider=params.forced_provider.strip(),
         proxy_url=proxy_url,
+        path=params.path.strip(),
     )
     return backend, call
 
@@ -177,7 +178,7 @@ async def _produce(
         buffer.finish()
     except BufferClosed:
         pass
-    except httpx.HTTPError as e:
+    except NETWORK_ERRORS as e:
         buffer.finish(f"model stream failed: {str(e) or type(e).__name__}")
     except Exception as e:  # a bug: end the stream, keep the session alive
         backend.logger.error("model stream producer failed", stream_id=stream.id, error=f"{type(e).__name__}: {e}")
@@ -188,8 +189,7 @@ async def _produce(
         if not ready.done():
             ready.set_result(None)
         if response is not None:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+            await close_response(response)
 
 
 @host_method("host.model.stream_read", ModelStreamParams, "host model stream read")

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import functools
-import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
@@ -55,34 +54,3 @@ def header_list(headers: dict[str, list[str]] | None) -> list[tuple[str, str]]:
 def has_header(pairs: list[tuple[str, str]], name: str) -> bool:
     lname = name.lower()
     return any(k.lower() == lname for k, _ in pairs)
-
-
-PIECE_BYTES = 32 * 1024
-
-
-class Gunzip:
-    """Incremental gzip decoding (multi-member, as Go's reader) in bounded pieces."""
-
-    def __init__(self) -> None:
-        self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self._fed = False
-
-    def feed(self, data: bytes, limit: int = PIECE_BYTES) -> Iterator[bytes]:
-        self._fed = self._fed or bool(data)
-        while data:
-            out = self._d.decompress(data, limit)
-            if out:
-                yield out
-            if self._d.eof:
-                data = self._d.unused_data
-                if data:
-                    self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                continue
-            data = self._d.unconsumed_tail
-            if not out and not data:
-                break
-
-    def finish(self) -> None:
-        """Raise ``zlib.error`` when the body ended inside a gzip member."""
-        if self._fed and not self._d.eof:
-            raise zlib.error("unexpected EOF")

@@ -1,33 +1,45 @@
-"""The shared outbound HTTP client: one pooled ``httpx.AsyncClient`` behind the egress policy.
+"""The shared outbound HTTP client for ``host.http.*``: pooled, behind the egress policy.
 
 Requests are built as ``httpx.Request`` objects directly, so only the plugin's headers go
 out (plus ``Accept-Encoding: gzip`` and a User-Agent when the plugin set none, as Go's
-client does). Bodies are read raw and gzip is decoded here, only when hostd asked for it.
+client does), in the order and casing a ``wire_profile`` asks for. Bodies are read raw and
+gzip is decoded here, only when hostd asked for it. :func:`translate` is the one place
+where the network stack's exceptions become ``host.http.*`` errors.
 """
 
 from __future__ import annotations
 
+import re
 import ssl
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpcore
 import httpx
 
 from hostd import __version__
 from hostd.config import HttpConfig
-from hostd.errors import LimitExceeded
+from hostd.errors import Forbidden, HostCallFailed, HostError, LimitExceeded
 from hostd.logs import Logger, is_secret_key
-from hostd.upstream.egress import EgressBackend, EgressPolicy
-from hostd.upstream.headers import PIECE_BYTES, Gunzip, has_header, header_list, is_token
-from hostd.upstream.pool import ShardedTransport
+from hostd.upstream._net import (
+    AsyncioBackend,
+    BodyBudget,
+    EgressBackend,
+    EgressDenied,
+    EgressPolicy,
+    Gunzip,
+    PooledTransport,
+    pieces,
+    read_bounded,
+)
+from hostd.upstream.headers import has_header, header_list, is_token
 
 USER_AGENT = f"hostd/{__version__}"
 MAX_REDIRECTS = 10
-SHARD_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=8, keepalive_expiry=5.0)
-GZIP_DROPPED = frozenset({"Content-Encoding", "Content-Length"})
+# Go's client moves Transfer-Encoding out of Response.Header; gzip it decoded drops these too.
+DROPPED = frozenset({"Transfer-Encoding"})
+GZIP_DROPPED = DROPPED | {"Content-Encoding", "Content-Length"}
 
 
 @dataclass(slots=True)
@@ -39,59 +51,86 @@ class Sent:
 
     @property
     def dropped_headers(self) -> frozenset[str]:
-        return GZIP_DROPPED if self.gunzip else frozenset()
+        return GZIP_DROPPED if self.gunzip else DROPPED
+
+
+def translate(e: BaseException, action: str) -> HostError:
+    """The ``host.http.*`` error for an exception of the network stack.
+
+    ``action`` is the Go text's prefix: ``execute host http request`` while sending and
+    waiting for the headers, ``read host http response`` while reading the body.
+    """
+    if isinstance(e, HostError):
+        return e
+    if isinstance(e, EgressDenied):
+        return Forbidden(str(e))
+    return HostCallFailed(f"{action}: {describe(e)}")
+
+
+def describe(e: BaseException) -> str:
+    return str(e) or type(e).__name__
 
 
 class HttpUpstream:
     def __init__(self, config: HttpConfig, logger: Logger) -> None:
         self.config = config
         self.logger = logger
-        self.policy = EgressPolicy(config.deny_private)
-        self.buffered_bytes = 0  # across all sessions, for max_total_body_bytes
+        self.policy = EgressPolicy(config.deny_private, config.allow_hosts, config.deny_hosts)
+        total = config.max_total_body_bytes
+        self.budget = BodyBudget(
+            total, lambda: LimitExceeded(f"buffered response bodies exceed max_total_body_bytes ({total} bytes)")
+        )
         timeout = httpx.Timeout(connect=config.connect_timeout_s, read=None, write=config.timeout_s, pool=None)
-        backend = EgressBackend(self.policy)
         # One context for all shards: loading CAs costs ~10 ms each time.
         ca_file = config.ca_file
         ssl_context = ssl.create_default_context(cafile=ca_file) if ca_file else httpx.create_ssl_context()
-
-        def shard() -> httpx.AsyncBaseTransport:
-            transport = httpx.AsyncHTTPTransport(proxy=config.proxy or None, limits=SHARD_LIMITS, verify=ssl_context)
-            if not config.proxy:
-                # Resolve, check and connect to the checked address for every connection.
-                transport._pool = httpcore.AsyncConnectionPool(
-                    ssl_context=ssl_context,
-                    max_connections=None,  # the shard's size bounds it; httpcore's default is 10
-                    max_keepalive_connections=SHARD_LIMITS.max_keepalive_connections,
-                    keepalive_expiry=SHARD_LIMITS.keepalive_expiry,
-                    network_backend=backend,
-                )
-            return transport
-
-        transport = ShardedTransport(shard)
-        hooks = {"request": [self._check_proxied]} if config.proxy else {}
+        if config.proxy:
+            # hostd does not resolve through a proxy: the host is checked as the proxy will read it.
+            transport = PooledTransport(
+                ssl_context=ssl_context,
+                network_backend=AsyncioBackend(),
+                proxy=httpx.Proxy(config.proxy),
+                check=self.policy.check_proxied,
+            )
+        else:
+            # Resolve, check and connect to the checked address for every connection.
+            transport = PooledTransport(ssl_context=ssl_context, network_backend=EgressBackend(self.policy))
         self.client = httpx.AsyncClient(
             transport=transport,
             timeout=timeout,
             follow_redirects=True,
             max_redirects=MAX_REDIRECTS,
             trust_env=False,
-            event_hooks=hooks,
         )
 
-    async def _check_proxied(self, request: httpx.Request) -> None:
-        self.policy.check_literal(request.url.host)
+    @property
+    def buffered_bytes(self) -> int:
+        return self.budget.buffered
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
     def build(
-        self, method: str, url: str, headers: dict[str, list[str]] | None, body: bytes | None
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, list[str]] | None,
+        body: bytes | None,
+        *,
+        auto_compression: bool = True,
+        header_profile: list[str] | None = None,
     ) -> tuple[httpx.Request, bool]:
         """The request to send, and whether hostd added ``Accept-Encoding: gzip``."""
         if not is_token(method):
             raise ValueError(f"net/http: invalid method {method!r}")
         pairs = header_list(headers)
-        add_gzip = not has_header(pairs, "accept-encoding")
+        # As Go's transport decides: not for HEAD, not for a Range request.
+        add_gzip = (
+            auto_compression
+            and method != "HEAD"
+            and not has_header(pairs, "accept-encoding")
+            and not has_header(pairs, "range")
+        )
         if add_gzip:
             pairs.append(("Accept-Encoding", "gzip"))
         if not has_header(pairs, "user-agent"):
@@ -99,6 +138,8 @@ class HttpUpstream:
         request = httpx.Request(method, url, headers=pairs, content=body or b"")
         if not body and method in ("GET", "HEAD", "OPTIONS", "DELETE") and request.headers.get("content-length") == "0":
             del request.headers["Content-Length"]
+        if header_profile:
+            request.headers = httpx.Headers(profiled(request.headers.raw, header_profile))
         return request, add_gzip
 
     async def send(self, request: httpx.Request, added_gzip: bool, *, session: str, plugin: str) -> Sent:
@@ -118,51 +159,114 @@ class HttpUpstream:
         gz = added_gzip and response.headers.get("content-encoding", "").strip().lower() == "gzip"
         return Sent(response, gz)
 
-    async def pieces(self, sent: Sent) -> AsyncIterator[bytes]:
+    def pieces(self, sent: Sent) -> AsyncIterator[bytes]:
         """The body as it arrives, decoded when hostd asked for gzip, in pieces of at most 32 KiB."""
-        gunzip = Gunzip() if sent.gunzip else None
-        async for raw in sent.response.aiter_raw():
-            if gunzip is not None:
-                for piece in gunzip.feed(raw):
-                    yield piece
-            elif len(raw) <= PIECE_BYTES:
-                yield raw
-            else:
-                view = memoryview(raw)
-                for i in range(0, len(raw), PIECE_BYTES):
-                    yield bytes(view[i : i + PIECE_BYTES])
-        if gunzip is not None:
-            gunzip.finish()
+        return pieces(sent.response, Gunzip() if sent.gunzip else None)
 
     async def read_body(self, sent: Sent) -> bytes:
         """The whole body, within ``max_body_bytes`` and the daemon-wide ``max_total_body_bytes``."""
-        parts: list[bytes] = []
-        size = 0
         limit = self.config.max_body_bytes
-        try:
-            async for piece in self.pieces(sent):
-                size += len(piece)
-                self.buffered_bytes += len(piece)
-                if size > limit:
-                    raise LimitExceeded(f"response body exceeds max_body_bytes ({limit} bytes)")
-                total = self.config.max_total_body_bytes
-                if self.buffered_bytes > total:
-                    raise LimitExceeded(f"buffered response bodies exceed max_total_body_bytes ({total} bytes)")
-                parts.append(piece)
-        finally:
-            self.buffered_bytes -= size
-        return b"".join(parts)
+        return await read_bounded(
+            self.pieces(sent),
+            limit,
+            lambda: LimitExceeded(f"response body exceeds max_body_bytes ({limit} bytes)"),
+            self.budget,
+        )
+
+
+def profiled(raw: list[tuple[bytes, bytes]], profile: list[str]) -> list[tuple[bytes, bytes]]:
+    """``raw`` with the headers ``profile`` names first, in its order and its name casing.
+
+    Unlisted headers follow in the order they had. (HTTP/1.1's writer puts ``Host`` first
+    whatever the order, as Go's does.)
+    """
+    rank: dict[bytes, tuple[int, bytes]] = {}
+    for i, name in enumerate(profile):
+        if is_token(name):
+            rank.setdefault(name.lower().encode("ascii"), (i, name.encode("ascii")))
+    listed: list[tuple[int, int, tuple[bytes, bytes]]] = []
+    rest: list[tuple[bytes, bytes]] = []
+    for j, pair in enumerate(raw):
+        found = rank.get(pair[0].lower())
+        if found is None:
+            rest.append(pair)
+        else:
+            listed.append((found[0], j, (found[1], pair[1])))
+    listed.sort()
+    return [pair for _, _, pair in listed] + rest
+
+
+# Query keys whose values are secrets, compared lower-cased without '-' and '_'.
+_SECRET_QUERY_KEYS = frozenset(
+    {
+        "sig",
+        "signature",
+        "xamzsignature",
+        "xamzcredential",
+        "xamzsecuritytoken",
+        "xgoogsignature",
+        "xgoogcredential",
+        "auth",
+        "authkey",
+        "pwd",
+        "pass",
+        "passwd",
+        "key",
+        "token",
+        "code",
+        "credential",
+        "credentials",
+        "session",
+        "sessionid",
+        "sid",
+        "jwt",
+        "assertion",
+        "clientsecret",
+        "privatekey",
+    }
+)
+_SECRET_PARTS = ("token", "secret", "passw", "signature", "apikey", "credential", "auth", "session", "private")
+_TELEGRAM = re.compile(r"bot\d+:[A-Za-z0-9_-]+")
+_OPAQUE = re.compile(r"[A-Za-z0-9._~+=-]{24,}")
+REDACTED = "[redacted]"
+
+
+def _secret_query_key(key: str) -> bool:
+    folded = urllib.parse.unquote_plus(key).lower().replace("-", "").replace("_", "")
+    return folded in _SECRET_QUERY_KEYS or any(part in folded for part in _SECRET_PARTS) or is_secret_key(key)
+
+
+def _opaque(text: str) -> bool:
+    """A long token-like string with letters and digits mixed: a key, not a word."""
+    if not _OPAQUE.fullmatch(text):
+        return False
+    return any(c.isdigit() for c in text) and any(c.isalpha() for c in text)
+
+
+def _redact_segment(segment: str) -> str:
+    if _TELEGRAM.fullmatch(urllib.parse.unquote(segment)):
+        return "bot" + REDACTED
+    if _opaque(urllib.parse.unquote(segment)):
+        return REDACTED
+    return segment
 
 
 def redact_url(url: str) -> str:
-    """The URL with userinfo and secret-looking query values replaced, for logs."""
-    parts = urllib.parse.urlsplit(url)
+    """``url`` for a log line: no userinfo, no fragment, secret-looking query values and path
+    tokens (``/bot<token>/``, long opaque segments) replaced by ``[redacted]``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return REDACTED
     netloc = parts.netloc.rsplit("@", 1)[-1]
+    path = "/".join(_redact_segment(s) for s in parts.path.split("/"))
     query = parts.query
     if query:
-        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-        if any(is_secret_key(k) or k.lower() == "key" for k, _ in pairs):
-            query = urllib.parse.urlencode(
-                [(k, "[redacted]" if is_secret_key(k) or k.lower() == "key" else v) for k, v in pairs]
-            )
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+        out = []
+        for item in query.split("&"):
+            key, eq, value = item.partition("=")
+            if eq and value and (_secret_query_key(key) or _opaque(urllib.parse.unquote_plus(value))):
+                value = REDACTED
+            out.append(key + eq + value)
+        query = "&".join(out)
+    return urllib.parse.urlunsplit((parts.scheme, netloc, path, query, ""))

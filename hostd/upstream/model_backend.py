@@ -16,26 +16,29 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import ssl
 import time
 import urllib.parse
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-import anyio
 import httpcore
 import httpx
 import orjson
 
-from hostd import __version__
 from hostd.config import Config
-from hostd.errors import HostCallFailed, LimitExceeded
+from hostd.errors import HostCallFailed, HostError, LimitExceeded
 from hostd.logs import Logger
-from hostd.upstream.headers import PIECE_BYTES, has_header, header_list, header_map
-from hostd.upstream.netstream import AsyncioBackend
-from hostd.upstream.pool import ShardedTransport
-
-USER_AGENT = f"hostd/{__version__}"
+from hostd.upstream._net import (
+    NETWORK_ERRORS,
+    AsyncioBackend,
+    PooledTransport,
+    close_response,
+    pieces,
+    read_bounded,
+    read_prefix,
+)
+from hostd.upstream.headers import has_header, header_list, header_map
+from hostd.upstream.http_client import USER_AGENT
 
 # Entry protocol -> (endpoint, streaming endpoint). ``{model}`` is path-escaped.
 ENDPOINTS: dict[str, tuple[str, str]] = {
@@ -87,6 +90,7 @@ class ModelCall:
     auth_id: str = ""
     forced_provider: str = ""
     proxy_url: str = ""
+    path: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +185,15 @@ def transport_error(e: BaseException) -> HostCallFailed:
     return HostCallFailed(f"model execution failed: {text}", http_status=502, retryable=True)
 
 
+def translate(e: BaseException) -> HostError:
+    """The ``host.model.*`` error for an exception of the network stack (the one place)."""
+    if isinstance(e, HostError):
+        return e
+    if isinstance(e, (httpx.LocalProtocolError, httpcore.LocalProtocolError)):
+        return invalid_request(e)
+    return transport_error(e)
+
+
 class ModelBackend:
     """The proxy's HTTP API as a model executor. One pooled client for the daemon's life."""
 
@@ -193,11 +206,10 @@ class ModelBackend:
         timeout = httpx.Timeout(
             connect=min(config.http.connect_timeout_s, self.timeout_s), read=None, write=self.timeout_s, pool=None
         )
-        # Many model streams may be open at once: never make one wait for a pooled connection.
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=8)
-        ssl_context = httpx.create_ssl_context()  # shared by every shard
+        # Many model streams may be open at once: the pools never make one wait for a connection.
+        transport = PooledTransport(ssl_context=httpx.create_ssl_context(), network_backend=AsyncioBackend())
         self.client = httpx.AsyncClient(
-            transport=ShardedTransport(lambda: _shard(limits, ssl_context)),
+            transport=transport,
             timeout=timeout,
             follow_redirects=False,
             trust_env=False,
@@ -234,6 +246,7 @@ class ModelBackend:
             ("X-CPA-Auth-ID", call.auth_id),
             ("X-CPA-Forced-Provider", call.forced_provider),
             ("X-CPA-Proxy-URL", call.proxy_url),
+            ("X-CPA-Path", call.path),
         ):
             if value:
                 pairs.append((name, value))
@@ -245,12 +258,11 @@ class ModelBackend:
             async with asyncio.timeout(self.timeout_s):
                 response = await self.open(call)
                 try:
-                    body = await self._read_body(response)
-                except httpx.HTTPError as e:
-                    raise transport_error(e) from None
+                    body = await read_bounded(pieces(response), self.max_body_bytes, self._too_big)
+                except NETWORK_ERRORS as e:
+                    raise translate(e) from None
                 finally:
-                    with anyio.CancelScope(shield=True):
-                        await response.aclose()
+                    await close_response(response)
         except TimeoutError:
             raise transport_error(TimeoutError(f"timeout after {self.timeout_s:g}s")) from None
         return ModelResult(response.status_code, response_headers(response.headers.raw), body)
@@ -272,10 +284,8 @@ class ModelBackend:
         started = time.monotonic()
         try:
             response = await self.client.send(request, stream=True)
-        except httpx.LocalProtocolError as e:
-            raise invalid_request(e) from None
-        except httpx.HTTPError as e:
-            raise transport_error(e) from None
+        except NETWORK_ERRORS as e:
+            raise translate(e) from None
         if self.logger.enabled(10):
             self.logger.debug(
                 "model request",
@@ -289,56 +299,18 @@ class ModelBackend:
             )
         if response.status_code >= 400:
             try:
-                body = await self._read_prefix(response, ERROR_BODY_READ)
-            except httpx.HTTPError:
+                body = await read_prefix(response, ERROR_BODY_READ)
+            except NETWORK_ERRORS:
                 body = b""
             finally:
-                with anyio.CancelScope(shield=True):
-                    await response.aclose()
+                await close_response(response)
             status = response.status_code
             raise HostCallFailed(error_message(status, body), http_status=status)
         return response
 
-    async def pieces(self, response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    def pieces(self, response: httpx.Response) -> AsyncGenerator[bytes, None]:
         """The body as it arrives, in pieces of at most 32 KiB; SSE events are not re-framed."""
-        async for raw in response.aiter_raw():
-            if len(raw) <= PIECE_BYTES:
-                yield raw
-            else:
-                view = memoryview(raw)
-                for i in range(0, len(raw), PIECE_BYTES):
-                    yield bytes(view[i : i + PIECE_BYTES])
+        return pieces(response)
 
-    async def _read_body(self, response: httpx.Response) -> bytes:
-        parts: list[bytes] = []
-        size = 0
-        async for piece in response.aiter_raw():
-            size += len(piece)
-            if size > self.max_body_bytes:
-                raise LimitExceeded(f"model response body exceeds max_body_bytes ({self.max_body_bytes} bytes)")
-            parts.append(piece)
-        return b"".join(parts)
-
-    @staticmethod
-    async def _read_prefix(response: httpx.Response, limit: int) -> bytes:
-        parts: list[bytes] = []
-        size = 0
-        async for piece in response.aiter_raw():
-            parts.append(piece)
-            size += len(piece)
-            if size >= limit:
-                break
-        return b"".join(parts)[:limit]
-
-
-def _shard(limits: httpx.Limits, ssl_context: ssl.SSLContext) -> httpx.AsyncBaseTransport:
-    """One pool of the backend's sharded transport, on asyncio streams (see netstream.py)."""
-    transport = httpx.AsyncHTTPTransport(limits=limits, verify=ssl_context)
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=ssl_context,
-        max_connections=None,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=AsyncioBackend(),
-    )
-    return transport
+    def _too_big(self) -> LimitExceeded:
+        return LimitExceeded(f"model response body exceeds max_body_bytes ({self.max_body_bytes} bytes)")

@@ -1,4 +1,4 @@
-"""httpcore's network layer on plain asyncio streams.
+"""httpcore's network layer on plain asyncio streams (private to :mod:`hostd.upstream._net`).
 
 httpcore's default backend goes through anyio, which opens a cancel scope for every read and
 write; with thousands of streams relaying at once that was the largest cost left in hostd's
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket
 import ssl
 import typing
@@ -18,9 +19,19 @@ from collections.abc import Callable
 
 import httpcore
 import httpx
-from httpcore._utils import is_socket_readable
 
 READ_LIMIT = 64 * 1024
+
+
+def is_socket_readable(sock: socket.socket | None) -> bool:
+    """Whether a read would return at once (data, or the end): how httpcore tells a pooled
+    connection the server has closed from one that is still usable."""
+    fd = -1 if sock is None else sock.fileno()
+    if fd < 0:
+        return True  # gone: the next read returns the end
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class AsyncioStream(httpcore.AsyncNetworkStream):
@@ -74,8 +85,12 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
 
     async def aclose(self) -> None:
         transport = self._writer.transport
+        if transport.is_closing():
+            return
+        # Asked before close(): a closed TLS transport no longer knows its buffer.
+        stuck = transport.get_write_buffer_size() > 0  # the peer is not reading: do not wait for it
         transport.close()
-        if transport.get_write_buffer_size():  # the peer is not reading: do not wait for it
+        if stuck:
             transport.abort()
 
     async def start_tls(
@@ -140,6 +155,8 @@ async def open_tcp(
         raise httpcore.ConnectTimeout(f"connect to {host}:{port} took more than {timeout:g}s") from None
     except OSError as e:
         raise httpcore.ConnectError(str(e) or type(e).__name__) from None
+    except UnicodeError:  # a label of 64+ characters, or an empty one (the idna codec)
+        raise httpcore.ConnectError(f"lookup {host}: invalid host name") from None
     sock = writer.get_extra_info("socket")
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -1,0 +1,51 @@
+"""The one network stack both upstream clients use (private to :mod:`hostd.upstream`).
+
+- :mod:`.backend`: httpcore's network layer on plain asyncio streams;
+- :mod:`.egress`: the egress policy and the network backend that enforces it;
+- :mod:`.transport`: httpx's transport interface over sharded httpcore pools;
+- :mod:`.body`: response bodies in pieces, bounded reads, a close that cannot be interrupted.
+
+Nothing here translates exceptions: each client does that in one function of its own.
+"""
+
+import zlib
+
+import httpcore
+import httpx
+
+from hostd.upstream._net.backend import AsyncioBackend, upstream_aborter
+from hostd.upstream._net.body import BodyBudget, Gunzip, close_response, pieces, read_bounded, read_prefix
+from hostd.upstream._net.egress import EgressBackend, EgressDenied, EgressPolicy
+from hostd.upstream._net.transport import PooledTransport
+
+# Everything the stack raises for a failed exchange (not for a bug): what the clients translate.
+NETWORK_ERRORS: tuple[type[Exception], ...] = (
+    httpx.HTTPError,
+    httpx.InvalidURL,
+    httpx.StreamError,
+    httpcore.ConnectionNotAvailable,
+    httpcore.ProxyError,
+    httpcore.UnsupportedProtocol,
+    httpcore.ProtocolError,
+    httpcore.NetworkError,
+    httpcore.TimeoutException,
+    zlib.error,
+    OSError,
+    UnicodeError,
+)
+
+__all__ = [
+    "NETWORK_ERRORS",
+    "AsyncioBackend",
+    "BodyBudget",
+    "EgressBackend",
+    "EgressDenied",
+    "EgressPolicy",
+    "Gunzip",
+    "PooledTransport",
+    "close_response",
+    "pieces",
+    "read_bounded",
+    "read_prefix",
+    "upstream_aborter",
+]
