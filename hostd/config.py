@@ -507,11 +507,7 @@ LIVE_KEYS: tuple[str, ...] = (
     "limits.",
     "allowed_uids",
     "shutdown_grace_s",
-    "http.timeout_s",
-    "http.max_body_bytes",
-    "http.deny_private",
-    "http.allow_hosts",
-    "http.deny_hosts",
+    "http.",  # a changed [http] replaces the HTTP client: new calls use the new one
     "model.",
     "auth.",
 )

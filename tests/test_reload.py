@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
+from hostd.client import ConnectionClosed
 from tests.support.hostd_proc import HOSTD, HostdProcess, launch
 from tests.support.plugins import plugin_process
 
@@ -157,3 +159,16 @@ async def test_reload_tells_systemd_reloading_then_ready(short_tmp: Path) -> Non
             assert "RELOADING=1" in messages[0]
     finally:
         notify.close()
+
+
+async def test_allowed_uids_apply_to_new_connections_after_a_reload(short_tmp: Path) -> None:
+    async with reloadable_hostd(short_tmp, config_text("info", 4)) as hp, await hp.connect() as kept:
+        await kept.call("hostd.hello", {"plugin_id": "kept"}, timeout=T)
+        other_uid = os.getuid() + 4242
+        (short_tmp / "hostd.toml").write_text(f"allowed_uids = [{other_uid}]\n" + config_text("info", 4))
+        await reload(hp, "config reloaded")
+        async with await hp.connect() as refused:
+            with pytest.raises(ConnectionClosed):
+                await refused.call("host.log", timeout=T)
+        await hp.wait_log("peer uid not allowed")
+        assert await kept.call("host.log", {"message": "still here"}, timeout=T) == {}  # open sessions stay
