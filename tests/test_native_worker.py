@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import shutil
 import signal
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hostd.client import Client
+from hostd.client import RpcError as RpcError_
 from hostd.native import LOAD_ERROR_PREFIX
 from hostd.native.naming import plugin_id_from_path, split_versioned_name, valid_plugin_id
 from hostd.native.supervisor import (
@@ -31,9 +35,25 @@ from hostd.native.supervisor import (
     worker_command,
 )
 from tests.native.harness import NO_ANSWER, TIMEOUT, RpcError, Worker, build_c, default_handler, running
+from tests.support.fake_proxy import FakeProxy
 from tests.support.gotool import go_build
+from tests.support.hostd_proc import HostdProcess
+from tests.support.plugins import start_run
+from tests.support.upstream import Request as UpstreamRequest
+from tests.support.upstream import Response, Upstream
 
 NATIVE = Path(__file__).parent / "native"
+T = 30.0
+
+
+class _AnyStr(str):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and other != ""
+
+    __hash__ = str.__hash__
+
+
+ANY_STR = _AnyStr()
 SOURCE = NATIVE / "testplugin.c"
 
 
@@ -724,3 +744,135 @@ def test_a_crashed_worker_is_restarted_and_its_last_good_registration_replayed(l
         worker.close_input()
         worker.wait()
         worker.kill()
+
+
+# --- under a real hostd ---------------------------------------------------------------------------
+# The worker as `hostd run`'s plugin command (`hostd run -- python -m hostd.native.worker LIB`):
+# real host.* handlers, a loopback HTTP upstream, the fake proxy as the model backend, the control
+# socket as the host side. (`hostd run --native` adds restarts and replay on top: PROTOCOL §14.)
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[FakeProxy]:
+    server = await FakeProxy().start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def native_run(tmp: Path, lib: Path, *args: str) -> AsyncIterator[tuple[HostdProcess, Client]]:
+    hp = await start_run(tmp, *args, cmd=worker_command(str(lib)))
+    try:
+        async with await hp.connect_control() as ctl:
+            yield hp, ctl
+    finally:
+        await hp.stop(signal.SIGKILL)
+
+
+async def hostd_invoke(ctl: Client, plugin_id: str, method: str, params: dict[str, Any], **kw: Any) -> Any:
+    return await ctl.call("hostd.invoke", {"plugin_id": plugin_id, "method": method, "params": params, **kw}, timeout=T)
+
+
+async def read_all(ctl: Client, stream_id: str) -> list[dict[str, Any]]:
+    reads: list[dict[str, Any]] = []
+    while not reads or not reads[-1]["done"]:
+        reads.append(await ctl.call("hostd.stream.read", {"stream_id": stream_id}, timeout=T))
+    return reads
+
+
+@pytest.mark.anyio
+async def test_under_hostd_management_handle_reaches_upstream_and_the_model_backend(
+    libs: dict[str, Path], short_tmp: Path, upstream: Upstream, proxy: FakeProxy
+) -> None:
+    @upstream.route("/hello")
+    async def hello(_: UpstreamRequest) -> Response:
+        return Response(200, [("Content-Type", "text/plain")], b"upstream says hi")
+
+    async with native_run(short_tmp, libs["plugin"], "--model-base-url", proxy.url) as (hp, ctl):
+        answer = await hostd_invoke(ctl, "native-test", "management.handle", {"url": f"{upstream.url}/hello"})
+        result = answer["result"]
+        scope = result["host_callback_id"]
+        assert scope  # hostd's scope, set in the params it sent the plugin
+        assert result["http"]["result"]["StatusCode"] == 200
+        assert base64.b64decode(result["http"]["result"]["Body"]) == b"upstream says hi"
+        assert result["model"]["result"]["status_code"] == 200
+        assert result["reads"][-1]["result"]["done"] is True
+        assert result["close"] == {"ok": True, "result": {}}
+        assert [r.path for r in upstream.requests] == ["/hello"]
+        (received,) = proxy.received
+        assert received.path == "/v1/chat/completions"
+        assert received.header("X-CPA-Host-Callback-ID") == scope
+        assert received.header("X-CPA-Skip-Plugin") == "native-test"
+        line = json.loads(await hp.wait_log('"msg":"native management"'))
+        assert (line["plugin"], line["k"]) == ("native-test", "v")
+
+
+@pytest.mark.anyio
+async def test_under_hostd_an_executor_streams_from_its_own_thread_and_inline(
+    libs: dict[str, Path], short_tmp: Path
+) -> None:
+    async with native_run(short_tmp, libs["plugin"]) as (_hp, ctl):
+        answer = await hostd_invoke(ctl, "native-test", "executor.execute_stream", {}, stream=True)
+        reads = await read_all(ctl, answer["stream_id"])
+        assert [base64.b64decode(r["payload"]) for r in reads[:-1]] == [b"one", b"two", b"three"]
+        assert reads[-1] == {"payload": None, "error": "", "done": True}
+        answer = await hostd_invoke(ctl, "native-test", "executor.execute_stream", {"inline": 1}, stream=True)
+        assert answer["result"] == {}
+        reads = await read_all(ctl, answer["stream_id"])
+        assert reads == [
+            {"payload": b64(b"hello"), "error": "", "done": False},
+            {"payload": b64(b" world"), "error": "", "done": False},
+            {"payload": None, "error": "the end", "done": True},
+        ]
+
+
+@pytest.mark.anyio
+async def test_under_hostd_a_hung_call_times_out_and_the_worker_serves_on(
+    libs: dict[str, Path], short_tmp: Path
+) -> None:
+    async with native_run(short_tmp, libs["plugin"]) as (_hp, ctl):
+        pid = (await ctl.call("hostd.status", {}, timeout=T))["sessions"][0]["peer_pid"]
+        hung = asyncio.ensure_future(hostd_invoke(ctl, "native-test", "hang", {}, timeout_s=1))
+        assert await hostd_invoke(ctl, "native-test", "echo", {"n": 1}) == {
+            "result": {"method": "echo", "params": {"n": 1, "host_callback_id": ANY_STR}}
+        }
+        with pytest.raises(RpcError_, match="plugin call timed out"):
+            await hung
+        assert (await hostd_invoke(ctl, "native-test", "echo", {}))["result"]["method"] == "echo"
+        sessions = (await ctl.call("hostd.status", {}, timeout=T))["sessions"]
+        assert [s["peer_pid"] for s in sessions if s["plugin_id"] == "native-test"] == [pid]
+
+
+@pytest.mark.anyio
+async def test_under_hostd_what_the_plugin_prints_becomes_log_lines(libs: dict[str, Path], short_tmp: Path) -> None:
+    async with native_run(short_tmp, libs["plugin"]) as (hp, ctl):
+        assert (await hostd_invoke(ctl, "native-test", "print", {}))["result"] == {"printed": True}
+        for text in ("printed by the plugin on stdout", "written to fd 1"):
+            line = json.loads(await hp.wait_log(text))
+            assert (line["msg"], line["plugin"], line["source"]) == (text, "native-test", "stderr")
+        assert (await hostd_invoke(ctl, "native-test", "echo", {}))["result"]["method"] == "echo"
+
+
+@pytest.mark.anyio
+async def test_under_hostd_a_segfault_fails_the_invoke_and_hostd_exits_with_the_signal(
+    libs: dict[str, Path], short_tmp: Path
+) -> None:
+    async with native_run(short_tmp, libs["plugin"]) as (hp, ctl):
+        with pytest.raises(RpcError_, match="plugin disconnected"):
+            await hostd_invoke(ctl, "native-test", "crash.segv", {})
+        async with asyncio.timeout(T):
+            code = await hp.proc.wait()
+        assert code == 128 + signal.SIGSEGV  # as `hostd run --native --restart no` exits
+        await hp.wait_log('"signal":"SIGSEGV"')
+
+
+@pytest.mark.anyio
+async def test_under_hostd_a_go_plugin_logs_from_several_goroutines(golib: Path, short_tmp: Path) -> None:
+    async with native_run(short_tmp, golib) as (hp, ctl):
+        answer = await hostd_invoke(ctl, "go-native", "management.handle", {"n": 4})
+        assert answer["result"]["results"] == [{}, {}, {}, {}]
+        for i in range(4):
+            line = json.loads(await hp.wait_log(f'"msg":"goroutine {i}"'))
+            assert line["plugin"] == "go-native"

@@ -110,7 +110,9 @@ static int management_handle(const char* req, size_t len, cliproxy_buffer* resp)
     char* url = json_str(req, len, "url");
     char buf[4096];
     sb b = {0};
-    sb_add(&b, "{\"log\":");
+    sb_add(&b, "{\"host_callback_id\":\"");
+    sb_add(&b, cb);
+    sb_add(&b, "\",\"log\":");
     snprintf(buf, sizeof buf,
              "{\"level\":\"info\",\"message\":\"native management\",\"fields\":{\"k\":\"v\"},\"host_callback_id\":\"%s\"}", cb);
     char* r = call_host("host.log", buf, NULL);
