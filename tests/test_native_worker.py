@@ -14,6 +14,8 @@ import contextlib
 import json
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -585,6 +587,16 @@ def test_a_bare_file_name_loads_from_the_working_directory(libs: dict[str, Path]
         worker.close_input()
         worker.wait()
         worker.kill()
+
+
+def test_the_worker_imports_nothing_of_the_daemon() -> None:
+    code = (
+        "import sys, hostd.native.worker; "
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('hostd', 'httpx', 'httpcore', 'anyio', 'msgspec', 'orjson', 'asyncio'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["hostd", "hostd.native", "hostd.native.naming", "hostd.native.worker"]
 
 
 # --- naming (pure) --------------------------------------------------------------------------------
