@@ -1,4 +1,4 @@
-"""Command line: ``hostd serve``, ``hostd run``, ``hostd call``, ``hostd status``.
+"""Command line: ``hostd serve``, ``hostd run``, ``hostd call``, ``hostd status``, ``hostd invoke``.
 
 Parses arguments into config overrides and hands them to :mod:`hostd.server`. Exit codes:
 0 after a clean shutdown, 1 when hostd cannot start, 2 on a usage or configuration error.
@@ -10,13 +10,14 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hostd import __version__
 from hostd.config import Config, ConfigError, ConfigSources
 from hostd.eventloop import run_daemon
-from hostd.logs import configure_from
+from hostd.logs import Logger, configure_from
+from hostd.server import ChildSupervisor, Daemon, StartupError, raise_nofile_limit
 from hostd.systemd import ActivationError
 
 
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="spawn one plugin and serve it on its stdio")
     _serve_options(run)
     run.add_argument("--name", help="the plugin's name (its plugin id)")
+    run.add_argument("--native", metavar="PATH", help="run a native plugin library (.so) in a worker process")
+    run.add_argument("--restart", choices=("yes", "no"), default="yes", help="restart a dead native worker")
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     call = sub.add_parser("call", help="call one method and print its result as JSON")
     target = call.add_mutually_exclusive_group()
@@ -108,16 +111,20 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return sources_from_args(args).load()
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from hostd.server import Daemon, StartupError, raise_nofile_limit
-
+def _serve(args: argparse.Namespace, child: Callable[[Config, Logger], ChildSupervisor] | None = None) -> int:
+    """Run the daemon (with ``hostd run``'s child supervisor inside it); returns the exit code."""
     config = config_from_args(args)
     logger = configure_from(config)
     raise_nofile_limit()
 
+    def reload() -> Config:
+        return config_from_args(args)  # the same sources as the start: --config, env, flags
+
     async def main() -> int:
         try:
-            return await Daemon(config, logger).run()
+            daemon = Daemon(config, logger, reload=reload)
+            daemon.services.config_file = getattr(args, "config", None) or os.environ.get("HOSTD_CONFIG") or None
+            return await daemon.run(child(config, logger) if child is not None else None)
         except StartupError as e:
             logger.error("cannot start", error=str(e))
             return 1
@@ -131,17 +138,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logger.flush()
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from hostd.runner import run_plugin
+def cmd_serve(args: argparse.Namespace) -> int:
+    return _serve(args)
 
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hostd.runner import PluginRunner
+
+    if args.native:
+        from hostd.native.driver import NativeRunner
+
+        if args.cmd:
+            print("hostd run: --native takes no command", file=sys.stderr)
+            return 2
+        path, restart = args.native, args.restart == "yes"
+        return _serve(args, lambda config, logger: NativeRunner(config, logger, path, restart=restart))
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if not cmd:
         print("hostd run: missing plugin command (hostd run [options] -- CMD [ARGS...])", file=sys.stderr)
         return 2
-    config = config_from_args(args)
-    return int(run_plugin(config, cmd))
+    if getattr(args, "listen", None) not in (None, "stdio"):
+        print("hostd run: the plugin is served on its stdio; --listen is not supported here", file=sys.stderr)
+        return 2
+    return _serve(args, lambda config, logger: PluginRunner(config, logger, cmd))
 
 
 def cmd_call(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hostd.logs import Logger
@@ -56,7 +56,7 @@ def log_fault(logger: Logger, what: str, exc: BaseException, **fields: Any) -> N
     logger.error(what, error=f"{type(exc).__name__}: {exc}", traceback=tb[-8192:], **fields)
 
 
-def run_callbacks(logger: Logger, callbacks: list[Callable[[], None]], **fields: Any) -> None:
+def run_callbacks(logger: Logger, callbacks: Sequence[Callable[[], object]], **fields: Any) -> None:
     """Run cleanup callbacks; one that raises is logged and the rest still run."""
     for callback in callbacks:
         try:

@@ -23,6 +23,7 @@ leave the child running when ``run_plugin`` returns.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import os
@@ -30,11 +31,14 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hostd.config import Config
 from hostd.logs import Logger
 from hostd.rpc.session import Session
+
+if TYPE_CHECKING:
+    from hostd.services import Services
 
 PR_SET_PDEATHSIG = 1
 EXIT_DRAIN_S = 1.0  # after the child exits, how long its stdout may stay open (a grandchild holds it)
@@ -47,7 +51,12 @@ class ChildHost(Protocol):
 
     shutdown: asyncio.Event
 
-    async def serve_pipes(self, read_fd: int, write_fd: int, *, name: str = "") -> Session: ...
+    @property
+    def services(self) -> Services: ...
+
+    async def serve_pipes(
+        self, read_fd: int, write_fd: int, *, name: str = "", watch_shutdown: bool = True
+    ) -> Session: ...
 
 
 def exit_code(returncode: int) -> int:
@@ -66,59 +75,71 @@ def _load_prctl() -> Callable[..., int] | None:
     return prctl
 
 
-class PluginRunner:
-    """The child supervisor of ``hostd run -- CMD``: one plugin process, one session."""
+class ChildProcess:
+    """One plugin process on a fresh session of the daemon: pipes, spawn, exit watch, stderr
+    to the log, stop. :class:`PluginRunner` runs one; the native runner runs one per worker."""
 
-    def __init__(self, config: Config, logger: Logger, cmd: list[str]) -> None:
+    def __init__(self, config: Config, logger: Logger, cmd: list[str], name: str = "") -> None:
         self.config = config
         self.logger = logger
         self.cmd = cmd
+        self.name = name
         self.session: Session | None = None
         self.child: subprocess.Popen[bytes] | None = None
         self.spawn_error: int | None = None
-        self._exited: asyncio.Future[None] | None = None
+        self.recent_stderr: collections.deque[str] = collections.deque(maxlen=20)
+        self.exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._exited = self.exited
         self._stderr: _StderrLines | None = None
         self._stderr_transport: asyncio.BaseTransport | None = None
         self._pipes: dict[str, int] = {}
         self._session_fds = (0, 1)
 
-    # Whole run ----------------------------------------------------------------------------
+    @property
+    def returncode(self) -> int | None:
+        return self.child.returncode if self.child is not None else None
 
-    async def supervise(self, host: ChildHost) -> int:
-        """Start the child on a fresh session and return its exit status once both are over."""
-        loop = asyncio.get_running_loop()
-        self._exited = loop.create_future()
+    async def start(self, host: ChildHost, *, watch_shutdown: bool = True) -> Session:
+        """Make the pipes, start a session on them and spawn the child (``spawn_error`` on failure)."""
         await self._wire_pipes()
-        terminating: asyncio.Task[None] | None = None
         try:
-            session = await host.serve_pipes(*self._session_fds, name=self.config.name)
-            self._on_session(session)
-            closed = asyncio.ensure_future(session.wait_closed())
-            stop = asyncio.ensure_future(host.shutdown.wait())
-            try:
-                await asyncio.wait({closed, stop, self._exited}, return_when=asyncio.FIRST_COMPLETED)
-                if self._exited.done() and not closed.done():
-                    # The child exited: its stdout's EOF ends the session, unless a grandchild holds it.
-                    done, _ = await asyncio.wait({closed}, timeout=EXIT_DRAIN_S)
-                    if not done:
-                        session.eof()
-                elif stop.done() and not closed.done() and self.child is not None:
-                    # A stop signal: ask the plugin to stop while its session drains.
-                    terminating = asyncio.create_task(self._terminate(wait_first=False), name="terminate")
-                await closed
-            finally:
-                closed.cancel()
-                stop.cancel()
-                self._close_pipes()
+            session = await host.serve_pipes(*self._session_fds, name=self.name, watch_shutdown=watch_shutdown)
+        except BaseException:
+            self._close_pipes()
+            raise
+        self._on_session(session)
+        return session
+
+    async def wait_end(self, host: ChildHost) -> asyncio.Task[None] | None:
+        """Wait until the child and its session are over (the ordinary ``hostd run`` flow).
+
+        Returns the task terminating the child when a stop signal came first."""
+        session = self.session
+        assert session is not None
+        terminating: asyncio.Task[None] | None = None
+        closed = asyncio.ensure_future(session.wait_closed())
+        stop = asyncio.ensure_future(host.shutdown.wait())
+        try:
+            waits: set[asyncio.Future[Any]] = {closed, stop, self.exited}
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if self.exited.done() and not closed.done():
+                # The child exited: its stdout's EOF ends the session, unless a grandchild holds it.
+                done, _ = await asyncio.wait({closed}, timeout=EXIT_DRAIN_S)
+                if not done:
+                    session.eof()
+            elif stop.done() and not closed.done() and self.child is not None:
+                # A stop signal: ask the plugin to stop while its session drains.
+                terminating = asyncio.create_task(self.terminate(wait_first=False), name="terminate")
+            await closed
         finally:
-            if terminating is not None:
-                await terminating
-            else:
-                await self._terminate(wait_first=True)
-        if self.spawn_error is not None:
-            return self.spawn_error
-        assert self.child is not None and self.child.returncode is not None
-        return exit_code(self.child.returncode)
+            closed.cancel()
+            stop.cancel()
+            self._close_pipes()
+        return terminating
+
+    def kill(self) -> None:
+        if self.child is not None and not self.exited.done():
+            self._signal_group(self.child.pid, signal.SIGKILL)
 
     async def _wire_pipes(self) -> None:
         """Make the child's stdio pipes (the daemon's stdio session gets the far ends) and start
@@ -214,16 +235,11 @@ class PluginRunner:
         if self._exited is not None and not self._exited.done():
             self._exited.set_result(None)
 
-    async def _end_session_after_exit(self, daemon_task: asyncio.Task[int]) -> None:
-        """The child exited: its stdout's EOF ends the session, unless a grandchild holds it open."""
-        done, _ = await asyncio.wait({daemon_task}, timeout=EXIT_DRAIN_S)
-        if not done and self.session is not None:
-            self.session.eof()
-
     def log_stderr(self, line: bytes) -> None:
         text = line.decode("utf-8", errors="replace").rstrip("\r")
         if not text.strip():
             return
+        self.recent_stderr.append(text)
         session = self.session
         child = self.child
         self.logger.info(
@@ -236,7 +252,7 @@ class PluginRunner:
 
     # Stopping the child ---------------------------------------------------------------------
 
-    async def _terminate(self, *, wait_first: bool) -> None:
+    async def terminate(self, *, wait_first: bool) -> None:
         """End the child (its process group: SIGTERM, then SIGKILL after the grace), then reap it."""
         child, exited = self.child, self._exited
         if child is None or exited is None:
@@ -265,6 +281,32 @@ class PluginRunner:
         # The child is not reaped yet, so its pid is still its group's id and cannot be reused.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
+
+
+class PluginRunner:
+    """The child supervisor of ``hostd run -- CMD``: one plugin process, one session."""
+
+    def __init__(self, config: Config, logger: Logger, cmd: list[str]) -> None:
+        self.config = config
+        self.logger = logger
+        self.cmd = cmd
+
+    async def supervise(self, host: ChildHost) -> int:
+        """Start the child on a fresh session and return its exit status once both are over."""
+        child = ChildProcess(self.config, self.logger, self.cmd, self.config.name)
+        terminating: asyncio.Task[None] | None = None
+        try:
+            await child.start(host)
+            terminating = await child.wait_end(host)
+        finally:
+            if terminating is not None:
+                await terminating
+            else:
+                await child.terminate(wait_first=True)
+        if child.spawn_error is not None:
+            return child.spawn_error
+        assert child.returncode is not None
+        return exit_code(child.returncode)
 
 
 def _child_setup(prctl: Callable[..., int] | None, parent: int) -> None:
@@ -303,7 +345,7 @@ async def _wait_for(fut: asyncio.Future[Any] | asyncio.Event, timeout: float) ->
 class _StderrLines(asyncio.Protocol):
     """The child's stderr, split into lines (at most 64 KiB each) for the log."""
 
-    def __init__(self, runner: PluginRunner) -> None:
+    def __init__(self, runner: ChildProcess) -> None:
         self.runner = runner
         self.buffer = bytearray()
         self.closed = asyncio.Event()

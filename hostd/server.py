@@ -87,11 +87,14 @@ def build_services(config: Config, logger: Logger) -> Services:
     # Session-end cleanup, in this order: streams first (their upstream connections drop at
     # once), then scopes (closing the model streams bound to them), then the emit links the
     # session was reading.
-    services.end_hooks += [
-        lambda s: services.streams.close_owned(s, "session ended"),  # type: ignore[func-returns-value]
-        lambda s: services.scopes.close_session(s.id),
-        services.emit.close_reader,
-    ]
+
+    def close_streams(session: Session) -> None:
+        services.streams.close_owned(session, "session ended")
+
+    def close_scopes(session: Session) -> None:
+        services.scopes.close_session(session.id)
+
+    services.end_hooks += [close_streams, close_scopes, services.emit.close_reader]
     operations = getattr(services, "operations", None)
     if operations is not None:
         services.end_hooks.append(lambda s: operations.close_session(s.id))
@@ -163,16 +166,16 @@ class Daemon:
             self.logger.warn("connection refused: too many sessions", limit=self.services.config.limits.max_sessions)
         return False
 
-    def start_session(self, session: Session) -> None:
+    def start_session(self, session: Session, watch_shutdown: bool = True) -> None:
         assert self._tg is not None
-        task = self._tg.create_task(self._run_session(session), name=session.id)
+        task = self._tg.create_task(self._run_session(session, watch_shutdown), name=session.id)
         self._session_tasks.add(task)
         task.add_done_callback(self._session_tasks.discard)
 
-    async def _run_session(self, session: Session) -> None:
+    async def _run_session(self, session: Session, watch_shutdown: bool = True) -> None:
         """The session boundary: whatever escapes a session ends that session alone."""
         try:
-            await session.run(self.shutdown, self.config.shutdown_grace_s)
+            await session.run(self.shutdown if watch_shutdown else None, self.config.shutdown_grace_s)
         except Exception as e:
             self.services.counters.session_crashes += 1
             log_fault(self.logger, "session crashed", e, session=session.id, plugin=session.plugin_id)
@@ -180,12 +183,14 @@ class Daemon:
                 session.close("crashed")
                 session._finish()
 
-    async def serve_pipes(self, read_fd: int, write_fd: int, *, name: str = "") -> Session:
+    async def serve_pipes(self, read_fd: int, write_fd: int, *, name: str = "", watch_shutdown: bool = True) -> Session:
         """Start a plugin session on a pair of pipes (``hostd run``'s child); it runs in the
-        daemon's task group under the session boundary. The pipes are duplicated."""
+        daemon's task group under the session boundary. The pipes are duplicated. With
+        ``watch_shutdown=False`` the session ignores the daemon's shutdown and ends at EOF
+        (its supervisor ends it: a native worker is told ``plugin.shutdown`` first)."""
         session = Session(self.services, plugin_methods(), name=name)
         release = await attach_stdio(session, read_fd, write_fd)
-        self.start_session(session)
+        self.start_session(session, watch_shutdown)
         session_task = next(t for t in self._session_tasks if t.get_name() == session.id)
         session_task.add_done_callback(lambda _t: release())
         return session

@@ -34,12 +34,21 @@ from hostd.streams import KINDS
 
 if TYPE_CHECKING:
     from hostd.rpc.session import Session
+    from hostd.services import Services
 
 DEFAULT_TIMEOUT_S = 600.0
 
 
 def _rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+REGISTRATION_METHODS = ("plugin.register", "plugin.reconfigure")
+
+
+def _registration(services: Services, plugin_id: str) -> dict[str, Any]:
+    found = services.sessions.registrations.get(plugin_id)
+    return {"registration": fragment(bytes(found.result))} if found is not None and found.result else {}
 
 
 def _process() -> dict[str, Any]:
@@ -85,7 +94,7 @@ def status(ctx: CallContext, _params: StatusParams) -> dict[str, Any]:
                 "opened_at": _rfc3339(session.opened_at),
                 "in_flight": session.in_flight,
                 "streams": streams,
-                **session.status_extra,
+                **_registration(services, session.plugin_id),
             }
         )
     return {
@@ -131,6 +140,8 @@ def _target(ctx: CallContext, params: InvokeParams) -> Session:
         found = sessions.by_plugin(plugin_id)
         if found is None:  # a session that never said hello is known by its session id
             found = next((s for s in sessions if s.plugin_id == plugin_id and s.kind == "plugin"), None)
+    if found is None and plugin_id in sessions.unavailable:
+        raise HostCallFailed("plugin disconnected", retryable=True, data_code="plugin_unavailable")
     if found is None or found.kind != "plugin" or found.closing:
         raise HostCallFailed(f"no session for plugin {plugin_id or session_id}")
     return found
@@ -166,6 +177,9 @@ async def invoke(ctx: CallContext, params: InvokeParams) -> dict[str, Any]:
             raw = await target.call(method, plugin_params, params.timeout_s)
         except TimeoutError:
             raise HostCallFailed("plugin call timed out") from None
+        if method in REGISTRATION_METHODS:
+            plain = dict(params.params or {})  # replayed after a restart under a fresh scope
+            services.sessions.record_registration(target.plugin_id, method, plain, bytes(raw))
         answer: dict[str, Any] = {"result": await _result(link, bytes(raw))}
         if link is not None:
             answer["stream_id"] = link.id

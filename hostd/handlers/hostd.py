@@ -27,6 +27,7 @@ def hello(ctx: CallContext, params: HelloParams) -> dict[str, Any]:
         ctx.services.sessions.claim(session, params.plugin_id)  # re-hold a fixed id if it was free
     if not session.hello_done:
         session.hello_done = True
+        session.hello_seen.set()
         ctx.services.logger.info(
             "hello plugin", plugin=session.plugin_id, session=session.id, schema_version=params.schema_version
         )

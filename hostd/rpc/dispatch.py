@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
@@ -111,7 +111,8 @@ class Dispatcher:
         self._idle.set()
         self._loop = asyncio.get_running_loop()
         self._last_drop_warning = 0.0
-        self._ctx: CallContext[Any] = CallContext(session, session.services, None)  # calls without a scope
+        # Shared by every call without a scope; handlers see the daemon's Services.
+        self._ctx = CallContext(session, cast(Any, session.services), None)
         # Set when the daemon's grace period ends: calls still running are answered this.
         self.answer_on_cancel: WireError | None = None
 
@@ -271,15 +272,15 @@ class Dispatcher:
             return LimitExceeded("hostd output buffers are full; retry later", retryable=True)
         return None
 
-    def _scoped(self, callback_id: str) -> CallContext[Any]:
+    def _scoped(self, callback_id: str) -> CallContext:
         session = self.session
         scope = session.services.scopes.lookup(callback_id, session.id)
-        return CallContext(session, session.services, scope) if scope is not None else self._ctx
+        return CallContext(session, cast(Any, session.services), scope) if scope is not None else self._ctx
 
     async def _run(
         self,
         method: Method[Any],
-        ctx: CallContext[Any],
+        ctx: CallContext,
         params: Any,
         rid: RequestId | None,
         reply: Reply | None,

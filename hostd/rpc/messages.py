@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from hostd.errors import HostError
+from hostd.errors import WireError
 from hostd.rpc.params import ParamsDecoder as ParamsDecoder
 
 RequestId = int | float | str
@@ -90,7 +90,7 @@ def encode_result(id_: RequestId | None, result: Any) -> bytes:
     return _encode(_Result("2.0", id_, result))
 
 
-def encode_error(id_: RequestId | None, err: HostError) -> bytes:
+def encode_error(id_: RequestId | None, err: WireError) -> bytes:
     return _encode(_Error("2.0", id_, err.to_error()))
 
 

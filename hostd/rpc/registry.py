@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from hostd.errors import Forbidden, InvalidParams
 
@@ -20,11 +21,23 @@ if TYPE_CHECKING:
 PLUGIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """The last successful ``plugin.register``/``plugin.reconfigure`` of a plugin id."""
+
+    method: str
+    params: dict[str, Any]
+    result: Any
+
+
 class SessionRegistry:
     def __init__(self) -> None:
         self._sessions: dict[str, Session] = {}
         self._by_plugin: dict[str, Session] = {}
         self._seq = 0
+        # Plugin ids whose process is being restarted (invokes get plugin_unavailable).
+        self.unavailable: set[str] = set()
+        self.registrations: dict[str, Registration] = {}
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -69,6 +82,10 @@ class SessionRegistry:
         """A session started with ``--name`` holds its id from the start (if it is free)."""
         if session.fixed_name and session.fixed_name not in self._by_plugin:
             self._by_plugin[session.fixed_name] = session
+
+    def record_registration(self, plugin_id: str, method: str, params: dict[str, Any], result: Any) -> None:
+        """Kept per plugin id (not per session): a restarted plugin is registered again with it."""
+        self.registrations[plugin_id] = Registration(method, params, result)
 
     def release(self, session: Session) -> None:
         if self._by_plugin.get(session.plugin_id) is session:

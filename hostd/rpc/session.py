@@ -23,6 +23,7 @@ task group (uvloop hands over a connection's first bytes before the session task
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -97,12 +98,11 @@ class Session:
         self.fixed_name = name
         self.plugin_id = name or self.id
         self.hello_done = False
+        self.hello_seen = asyncio.Event()  # set by the first hostd.hello
         self.peer_pid = peer_pid
         self.peer_uid = peer_uid
         self.opened_at = time.time()
         self.streams: dict[str, Stream[Any]] = {}
-        # Extra fields shown by hostd.status for this session (e.g. a native registration).
-        self.status_extra: dict[str, Any] = {}
         limits = services.config.limits
         self._framer = LineFramer(limits.max_line_bytes, limits.max_answer_bytes)
         self._partial = 0  # our share of input_budget.total
@@ -341,9 +341,9 @@ class Session:
         self.closing = True
         self._pause_input()
         self.services.sessions.release(self)
-        hooks = [lambda hook=hook: hook(self) for hook in self.services.end_hooks]  # type: ignore[misc]
+        hooks: list[Callable[[], object]] = [functools.partial(hook, self) for hook in self.services.end_hooks]
         if FAULTS_ON and armed("callback:session_end"):
-            hooks.insert(0, lambda: inject("callback:session_end"))
+            hooks.insert(0, functools.partial(inject, "callback:session_end"))
         run_callbacks(self.services.logger, hooks, session=self.id, plugin=self.plugin_id)
 
     def _pause_input(self) -> None:

@@ -1,0 +1,118 @@
+"""``hostd run --native PATH``: the child supervisor that keeps a native plugin's worker running.
+
+It drives :class:`hostd.native.supervisor.NativeSupervisor` (the policy) with
+:class:`hostd.runner.ChildProcess` (the process and its session), inside the daemon's task
+group like any ``hostd run`` child:
+
+- the worker (``python -m hostd.native.worker PATH --name ID``) gets a fresh plugin session;
+  while it is starting, and until ``plugin.register`` has been replayed, invokes for its id
+  are answered ``plugin disconnected`` with ``data.code`` ``plugin_unavailable``;
+- a worker that dies (signal, ``abort()``, ``exit()``) is logged with its status; its session
+  ends, so pending invokes fail ``plugin disconnected`` and its emit streams end with that
+  error; it is restarted with backoff and the last successful registration is replayed
+  under a fresh scope (a failed replay counts as a crash);
+- a load error at the first start ends ``hostd run`` with exit 1 and the proxy's words;
+- on shutdown the plugin is sent ``plugin.shutdown`` (bounded), then its input ends, and the
+  worker calls the library's own ``shutdown`` before it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from typing import Any
+
+from hostd.config import Config
+from hostd.errors import HostCallFailed
+from hostd.logs import Logger
+from hostd.native.naming import plugin_id_from_path
+from hostd.native.supervisor import Decision, Exit, NativeSupervisor, exit_code, load_error, worker_command
+from hostd.rpc.session import Session
+from hostd.runner import ChildHost, ChildProcess
+
+SHUTDOWN_CALL_S = 5.0
+REPLAY_TIMEOUT_S = 600.0
+
+
+class NativeRunner:
+    def __init__(self, config: Config, logger: Logger, path: str, *, restart: bool = True) -> None:
+        self.config = config
+        self.logger = logger
+        self.path = path
+        self.name = config.name or plugin_id_from_path(path)
+        self.policy = NativeSupervisor(restart=restart)
+        self._replay_decision: Decision | None = None
+
+    async def supervise(self, host: ChildHost) -> int:
+        registry = host.services.sessions
+        while True:
+            registry.unavailable.add(self.name)
+            child = ChildProcess(self.config, self.logger, worker_command(self.path, self.name), self.name)
+            self.policy.started()
+            session = await child.start(host, watch_shutdown=False)
+            ready = asyncio.ensure_future(self._prepare(host, child, session))
+            stop = asyncio.ensure_future(host.shutdown.wait())
+            try:
+                waits: set[asyncio.Future[Any]] = {child.exited, stop}
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if stop.done() and not child.exited.done():
+                    await self._stop(session)
+            finally:
+                stop.cancel()
+                ready.cancel()
+                with contextlib.suppress(BaseException):
+                    await ready
+            session.eof()
+            await session.wait_closed()
+            await child.terminate(wait_first=True)
+            child._close_pipes()
+            registry.unavailable.add(self.name)
+            if child.spawn_error is not None:
+                return child.spawn_error
+            returncode = child.returncode if child.returncode is not None else 1
+            if host.shutdown.is_set():
+                registry.unavailable.discard(self.name)
+                return exit_code(returncode)
+            if not session.hello_done:
+                text = load_error(child.recent_stderr)
+                if text is not None and self.policy.first_start:
+                    self.logger.error("cannot load native plugin", plugin=self.name, error=text)
+                    print(f"hostd: {text}", file=sys.stderr, flush=True)
+                    registry.unavailable.discard(self.name)
+                    return 1
+            decision, self._replay_decision = self._replay_decision or self.policy.died(returncode), None
+            self.logger.error(decision.reason, plugin=self.name)
+            if isinstance(decision, Exit):
+                registry.unavailable.discard(self.name)
+                return decision.code
+            await self.policy.wait(decision)
+
+    async def _prepare(self, host: ChildHost, child: ChildProcess, session: Session) -> None:
+        """Once the worker said hello: replay the registration, then let invokes in."""
+        await session.hello_seen.wait()
+        registry = host.services.sessions
+        found = registry.registrations.get(self.name)
+        if found is not None:
+            self.policy.registration_succeeded(found.method, found.params, found.result)
+        params = self.policy.replay_params()
+        if params is not None:
+            scopes = host.services.scopes
+            scope = scopes.open(session.id)
+            try:
+                await session.call("plugin.register", {**params, "host_callback_id": scope.id}, REPLAY_TIMEOUT_S)
+            except (HostCallFailed, TimeoutError) as e:
+                self.logger.error("replaying plugin.register failed", plugin=self.name, error=str(e))
+                self._replay_decision = self.policy.replay_failed(str(e))
+                child.kill()
+                return
+            finally:
+                scopes.close(scope)
+            self.logger.info("plugin.register replayed", plugin=self.name)
+        self.policy.ready()
+        registry.unavailable.discard(self.name)
+
+    async def _stop(self, session: Session) -> None:
+        """hostd is stopping: ``plugin.shutdown`` (if the plugin answers it), then end its input."""
+        with contextlib.suppress(Exception):
+            await session.call("plugin.shutdown", {}, SHUTDOWN_CALL_S)
