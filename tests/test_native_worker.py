@@ -669,6 +669,7 @@ def test_a_failed_replay_counts_as_a_crash() -> None:
     sup = NativeSupervisor(clock=FakeClock())
     sup.started()
     first = sup.replay_failed("bad config")
+    assert sup.died(-9) is first  # the kill after a failed replay is the same crash, counted once
     sup.started()
     second = sup.died(1)
     assert isinstance(first, Restart) and isinstance(second, Restart)

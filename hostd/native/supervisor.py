@@ -139,6 +139,7 @@ class NativeSupervisor:
         self.starts = 0
         self.restarts = 0
         self.is_ready = False
+        self._decided: Decision | None = None  # this worker's end, once decided
         self._replay: dict[str, Any] | None = None
         self.registration: Any = None  # the last successful registration's result (for hostd.status)
 
@@ -154,20 +155,36 @@ class NativeSupervisor:
         self.starts += 1
         self._started_at = self._clock()
         self.is_ready = False
+        self._decided = None
 
     def ready(self) -> None:
         """The worker said hello and the replay (if any) succeeded: it takes calls now."""
         self.is_ready = True
 
     def died(self, returncode: int) -> Decision:
-        """The worker ended (``returncode`` as asyncio gives it: -N for signal N)."""
+        """The worker ended (``returncode`` as asyncio gives it: -N for signal N).
+
+        After :meth:`replay_failed` for the same worker, this returns that decision again: the
+        kill that follows a failed replay is the same crash, not a second one.
+        """
+        if self._decided is not None:
+            return self._decided
         return self._decide(returncode, describe_death(returncode))
 
     def replay_failed(self, message: str, returncode: int = 1) -> Decision:
-        """The replayed ``plugin.register`` failed: a crash for the backoff (the driver kills the worker)."""
+        """The replayed ``plugin.register`` failed: a crash for the backoff (the driver kills the worker).
+
+        ``died()`` for this worker then returns the same decision (counted once).
+        """
+        if self._decided is not None:
+            return self._decided
         return self._decide(returncode, f"native plugin worker died: replay of {REPLAY_METHOD} failed: {message}")
 
     def _decide(self, returncode: int, reason: str) -> Decision:
+        self._decided = self._decide_once(returncode, reason)
+        return self._decided
+
+    def _decide_once(self, returncode: int, reason: str) -> Decision:
         self.is_ready = False
         now = self._clock()
         if self._started_at is not None and now - self._started_at >= self.stable_after:
