@@ -18,7 +18,7 @@ T = 20.0
 
 
 async def hostd(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("HOSTD_")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HOSTD_") or k == "HOSTD_LOOP"}
     proc = await asyncio.create_subprocess_exec(
         *HOSTD, *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env={**base, **(env or {})},

@@ -349,7 +349,7 @@ def test_token_bucket_reconfigured_keeps_at_most_the_new_burst() -> None:
 def run_stdio_hostd(*args: str, env: dict[str, str] | None = None, journal: bool = False) -> list[bytes]:
     """``hostd serve`` on stdio: one host.log call at error level, then EOF; its stderr lines."""
     read_fd, write_fd = os.pipe()
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("HOSTD_", "JOURNAL_"))}
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("HOSTD_", "JOURNAL_")) or k == "HOSTD_LOOP"}
     if journal:
         st = os.fstat(write_fd)
         full_env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
