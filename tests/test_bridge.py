@@ -139,7 +139,10 @@ class Harness:
     def children(self) -> list[int]:
         pids: list[int] = []
         for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
-            pids += [int(p) for p in (task / "children").read_text().split()]
+            try:
+                pids += [int(p) for p in (task / "children").read_text().split()]
+            except FileNotFoundError:  # a thread that ended while we looked
+                continue
         return pids
 
     def close(self) -> int:
