@@ -105,6 +105,8 @@ async def _send(ctx: CallContext, params: HttpParams) -> Sent:
             auto_compression=profile is None or not profile.disable_auto_compression,
             header_profile=[h for h in profile.header_profile if h] if profile and profile.header_profile else None,
         )
+    except EgressDenied as e:
+        raise translate(e, EXECUTE) from None
     except BUILD_ERRORS as e:
         raise HostCallFailed(f"create host http request: {describe(e)}") from None
     try:

@@ -33,6 +33,7 @@ from hostd.upstream._net import (
     pieces,
     read_bounded,
 )
+from hostd.upstream._net.egress import parse_inet_aton
 from hostd.upstream.headers import has_header, header_list, is_token
 
 USER_AGENT = f"hostd/{__version__}"
@@ -123,6 +124,7 @@ class HttpUpstream:
         """The request to send, and whether hostd added ``Accept-Encoding: gzip``."""
         if not is_token(method):
             raise ValueError(f"net/http: invalid method {method!r}")
+        self._check_spelling(url)
         pairs = header_list(headers)
         # As Go's transport decides: not for HEAD, not for a Range request.
         add_gzip = (
@@ -141,6 +143,17 @@ class HttpUpstream:
         if header_profile:
             request.headers = httpx.Headers(profiled(request.headers.raw, header_profile))
         return request, add_gzip
+
+    def _check_spelling(self, url: str) -> None:
+        """An IPv4 spelling httpx refuses to parse (``0251.0376.0251.0376``) but a resolver or
+        proxy would read as an address: refused as that address (-32002), not as a bad URL."""
+        try:
+            host = urllib.parse.urlsplit(url).hostname
+        except ValueError:
+            return
+        address = parse_inet_aton(host) if host else None
+        if host and address is not None:
+            self.policy.check(host, address)
 
     async def send(self, request: httpx.Request, added_gzip: bool, *, session: str, plugin: str) -> Sent:
         """Send and return once the response headers arrive."""

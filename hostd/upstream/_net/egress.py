@@ -130,6 +130,16 @@ class HostRules:
     def __bool__(self) -> bool:
         return bool(self.allow or self.deny)
 
+    def check_name(self, name: str) -> None:
+        """What can be decided from the name alone, before any lookup leaves the machine."""
+        host = _normal_name(name)
+        for pattern in self.deny:
+            if pattern.matches(host, [], every=False):
+                raise EgressDenied(f"egress to {host} is not allowed: matches http.deny_hosts {pattern.quoted}")
+        names_only = all(p.network is None for p in self.allow)
+        if self.allow and names_only and not any(p.matches(host, [], every=True) for p in self.allow):
+            raise EgressDenied(f"egress to {host} is not allowed: not in http.allow_hosts")
+
     def check(self, name: str | None, addresses: list[IPAddress]) -> None:
         """Raise :class:`EgressDenied` when the rules refuse ``name`` reached at ``addresses``."""
         host = _normal_name(name) if name is not None else None
@@ -209,9 +219,12 @@ class EgressPolicy:
             raise EgressDenied(f"egress to {host} ({address}) is not allowed: {why}")
 
     def check_name(self, host: str) -> None:
-        """The name rules that need no address: the metadata names (any case, trailing dot)."""
+        """The rules that need no address: the metadata names (any case, trailing dot), and
+        the host rules that a name alone decides."""
         if _normal_name(host) in METADATA_NAMES:
             raise EgressDenied(f"egress to {host} is not allowed: cloud metadata name")
+        if self.rules and _literal(host) is None:
+            self.rules.check_name(host)
 
     def check_connect(self, host: str, addresses: list[IPAddress]) -> None:
         """A direct connection to ``host`` at its resolved ``addresses``."""
