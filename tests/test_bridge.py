@@ -628,6 +628,31 @@ def test_hostd_dying_mid_call_answers_plugin_unavailable_then_restarts_and_repla
     assert h.children() == [second]
 
 
+def until_ok(h: Harness, method: str) -> dict[str, Any]:
+    """Calls until the restarted hostd has replayed the registration (bounded)."""
+    deadline = time.monotonic() + 20
+    while True:
+        envelope = h.call(f"{method}-{time.monotonic()}", method, {})
+        if envelope["ok"] or time.monotonic() > deadline:
+            return envelope
+        assert envelope["error"]["code"] == "plugin_unavailable"
+
+
+def test_a_restart_replays_the_last_successful_reconfigure_as_a_register(world: World) -> None:
+    h = world.registered()
+    block2 = BLOCK.replace("api_key: sk-x", "api_key: sk-y")
+    assert h.call("re", "plugin.reconfigure", register_params(block2))["ok"] is True
+    failed = h.call("bad", "plugin.reconfigure", register_params("hostd: {}\n"))
+    assert failed["error"]["code"] == "invalid_config"
+    first = h.call("w", "whoami", {})["result"]["pid"]
+    h.call("d", "die", {})
+    assert until_ok(h, "whoami")["ok"] is True
+    msgs = [e["msg"] for e in world.peer_log() if e["event"] == "recv" and e["pid"] != first]
+    assert msgs[0]["params"] == {"plugin_id": "my-plugin", "config_yaml": b64(block2)}
+    assert msgs[1]["params"]["method"] == "plugin.register"
+    assert msgs[1]["params"]["params"] == register_params(block2)
+
+
 def test_hostd_killed_from_outside_is_restarted_too(world: World) -> None:
     h = world.registered()
     first = h.call("w", "whoami", {})["result"]["pid"]
@@ -674,6 +699,22 @@ def test_the_harness_exiting_takes_hostd_with_it_within_a_second(world: World) -
         assert readable == [pidfd], "hostd outlived the process that loaded the bridge by more than a second"
     finally:
         os.close(pidfd)
+
+
+def test_under_address_sanitizer_a_restart_and_replay_leak_nothing(world: World) -> None:
+    h = world.registered(asan=True)
+    h.call("s", "executor.execute_stream", {"stream_id": "a2", "hold": True})
+    assert h.call("d", "die", {})["error"]["code"] == "plugin_unavailable"
+    assert until_ok(h, "whoami")["ok"] is True
+    h.send("shutdown")
+    h.event("shutdown")
+    h.send("close")
+    h.event("closed")
+    assert h.close() == 0
+    stderr = h.stderr_path.read_text()
+    assert "registration replayed" in stderr
+    assert "AddressSanitizer" not in stderr
+    assert "LeakSanitizer" not in stderr
 
 
 def test_under_address_sanitizer_nothing_leaks_or_overflows(world: World) -> None:

@@ -125,9 +125,9 @@ static struct {
     pid_t pid;
     double timeout_s;
 
-    /* replay of the last successful register/reconfigure */
+    /* the params of the last successful register/reconfigure, replayed as plugin.register to a
+     * restarted hostd (its plugin is new), as §14 replays a restarted worker */
     int has_replay;
-    char *replay_method;
     char *replay_params;
     size_t replay_params_len;
 
@@ -1199,13 +1199,13 @@ static void cond_wait_until(double at) {
 
 /* Replays start + the last successful register on connection gen. 0 on success. */
 static int replay(uint64_t gen) {
+    const char *method = "plugin.register";
     pthread_mutex_lock(&B.mu);
-    char *method = B.replay_method ? strdup(B.replay_method) : NULL;
     char *params = B.replay_params ? dup_span((jspan){B.replay_params, B.replay_params_len}) : NULL;
     size_t len = B.replay_params_len;
     pthread_mutex_unlock(&B.mu);
     int rc = -1;
-    if (method && params) {
+    if (params) {
         jspan obj;
         jbuf env = {0};
         js_valid(params, len, &obj);
@@ -1219,7 +1219,6 @@ static int replay(uint64_t gen) {
         }
         free(env.p);
     }
-    free(method);
     free(params);
     return rc;
 }
@@ -1398,21 +1397,15 @@ static int bridge_call(const char *method, const uint8_t *req, size_t req_len, c
             return give(resp, &env);
         }
         if (invoke(0, method, params, len, current_timeout(), &env)) {
-            char *m = strdup(method);
             char *p = dup_span(obj);
             pthread_mutex_lock(&B.mu);
-            if (m && p) {
-                free(B.replay_method);
+            if (p) {
                 free(B.replay_params);
-                B.replay_method = m;
                 B.replay_params = p;
                 B.replay_params_len = len;
                 B.has_replay = 1;
-                m = p = NULL;
             }
             pthread_mutex_unlock(&B.mu);
-            free(m);
-            free(p);
         }
         return give(resp, &env);
     }
@@ -1461,9 +1454,8 @@ static void bridge_shutdown(void) {
     }
 
     pthread_mutex_lock(&B.mu);
-    free(B.replay_method);
     free(B.replay_params);
-    B.replay_method = B.replay_params = NULL;
+    B.replay_params = NULL;
     B.replay_params_len = 0;
     B.has_replay = 0;
     B.sup_started = 0;
