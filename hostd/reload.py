@@ -48,4 +48,6 @@ def apply_reload(daemon: Daemon) -> None:
         if session.dispatcher.max_in_flight is not None:
             session.dispatcher.max_in_flight = limits.max_in_flight
         session.outbox.max_bytes = limits.max_output_bytes
+        if session.log_bucket is not None:
+            session.log_bucket.configure(fresh.log.plugin_lines_per_s, fresh.log.plugin_burst)
     logger.info("config reloaded", **plan.log_fields())

@@ -42,13 +42,12 @@ from hostd.rpc.session import InputBudget, Session
 from hostd.scopes import ScopeRegistry
 from hostd.services import Services
 from hostd.streams import Counters, StreamTable
-from hostd.systemd import Notifier
+from hostd.systemd import Notifier, inherited_sockets
 from hostd.transports import (
     SessionProtocol,
     StartupError,
     attach_stdio,
     bind_unix_socket,
-    inherited_sockets,
     parse_unix_address,
     peer_credentials,
 )
@@ -123,13 +122,13 @@ class Daemon:
 
     # Listening ------------------------------------------------------------------------------
 
-    def _open_sockets(self) -> tuple[list[socket.socket], list[socket.socket]]:
-        """(plugin sockets, control sockets): inherited from systemd, or created here."""
-        inherited = inherited_sockets()
-        if inherited:
-            control = [s for name, s in inherited.items() if name == "control"]
-            plugin = [s for name, s in inherited.items() if name != "control"]
-            self.logger.info("using sockets from systemd", count=len(inherited))
+    def _open_sockets(self, with_child: bool) -> tuple[list[socket.socket], list[socket.socket]]:
+        """(plugin sockets, control sockets): inherited from systemd, or created here.
+
+        ``hostd run``'s plugin lives on its stdio, so it may inherit a control socket alone."""
+        plugin, control = inherited_sockets(require_plugin=not with_child)
+        if plugin or control:
+            self.logger.info("using sockets from systemd", plugin=len(plugin), control=len(control))
             self.services.listen = ["systemd"]
             return plugin, control
         plugin = []
@@ -148,10 +147,9 @@ class Daemon:
 
     async def _serve_socket(self, sock: socket.socket, kind: str, methods: Mapping[str, Method[Any]]) -> None:
         loop = asyncio.get_running_loop()
-        allowed = set(self.config.allowed_uids)
 
         def factory() -> asyncio.Protocol:
-            return _Accepted(self, kind, methods, allowed)
+            return _Accepted(self, kind, methods)
 
         server = await loop.create_unix_server(factory, sock=sock)
         self._servers.append(server)
@@ -203,7 +201,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        plugin_socks, control_socks = self._open_sockets()
+        plugin_socks, control_socks = self._open_sockets(child is not None)
         exit_code = 0
         stdio_session = child is None and self.config.listen == "stdio" and not plugin_socks
         if stdio_session:
@@ -325,11 +323,10 @@ async def _first(*aws: Awaitable[Any]) -> None:
 class _Accepted(SessionProtocol):
     """A freshly accepted connection: checks the peer, then starts its session."""
 
-    def __init__(self, daemon: Daemon, kind: str, methods: Mapping[str, Method[Any]], allowed: set[int]) -> None:
+    def __init__(self, daemon: Daemon, kind: str, methods: Mapping[str, Method[Any]]) -> None:
         self.daemon = daemon
         self.kind = kind
         self.methods = methods
-        self.allowed = allowed
         self.session = None  # type: ignore[assignment]
 
     def connection_made(self, transport: Any) -> None:
@@ -338,7 +335,8 @@ class _Accepted(SessionProtocol):
         try:
             sock = transport.get_extra_info("socket")
             pid, uid = peer_credentials(sock) if sock is not None else (None, None)
-            if self.allowed and uid not in self.allowed:
+            allowed = daemon.services.config.allowed_uids  # read per connection: a reload applies
+            if allowed and uid not in allowed:
                 daemon.logger.warn("connection refused: peer uid not allowed", peer_uid=uid, peer_pid=pid)
                 transport.abort()
                 return

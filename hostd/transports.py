@@ -211,27 +211,5 @@ def bind_unix_socket(path: str, mode: int) -> socket.socket:
     return sock
 
 
-def inherited_sockets(environ: dict[str, str] | None = None) -> dict[str, socket.socket]:
-    """Sockets passed by systemd socket activation, by name (``LISTEN_FDNAMES``)."""
-    env = os.environ if environ is None else environ
-    if env.get("LISTEN_PID") != str(os.getpid()):
-        return {}
-    try:
-        count = int(env.get("LISTEN_FDS", "0"))
-    except ValueError:
-        return {}
-    names = env.get("LISTEN_FDNAMES", "").split(":") if env.get("LISTEN_FDNAMES") else []
-    out: dict[str, socket.socket] = {}
-    for i in range(count):
-        fd = 3 + i
-        name = names[i] if i < len(names) and names[i] else f"fd{fd}"
-        sock = socket.socket(fileno=fd)
-        sock.setblocking(False)
-        out[name] = sock
-    for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        os.environ.pop(var, None)
-    return out
-
-
 def stderr_is_tty() -> bool:
     return sys.stderr.isatty()

@@ -107,7 +107,10 @@ def status(ctx: CallContext, _params: StatusParams) -> dict[str, Any]:
         "control": services.config.control or None,
         "config_file": services.config_file,
         "limits": msgspec.structs.asdict(services.config.limits),
-        "totals": services.counters.as_dict(),
+        "totals": {
+            **services.counters.as_dict(),
+            "dropped_log_lines": services.counters.dropped_log_lines + services.logger.dropped,
+        },
     }
 
 

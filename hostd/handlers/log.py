@@ -1,4 +1,9 @@
-"""``host.log``: a plugin's log line, written as one structured line with secrets redacted."""
+"""``host.log``: a plugin's log line, written as one structured line with secrets redacted.
+
+Each session may write ``[log] plugin_lines_per_s`` lines a second (bursts of ``plugin_burst``);
+lines over it are dropped, counted in ``totals.dropped_log_lines``, and reported by one
+warning a second at most. Lines below the plugin's level cost no more than the level check.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ from typing import Any
 import msgspec
 
 from hostd.errors import InvalidParams
-from hostd.handlers.base import CallContext, host_method
-from hostd.logs import LEVEL_NAMES, LEVELS, REDACTED, is_secret_key, redact
+from hostd.rpc.methods import CallContext, host_method
+from hostd.logs import LEVEL_NAMES, LEVELS, REDACTED, TokenBucket, is_secret_key, redact
 
 _EMPTY: dict[str, Any] = {}  # never mutated: encoded as the result {}
 
@@ -48,7 +53,17 @@ def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
     level = LEVELS.get(params.level)  # the usual spelling first: no strip/lower per call
     if level is None:
         level = LEVELS.get(params.level.strip().lower(), 10)
-    if level < logger.threshold:
+    if level < logger.plugin_threshold(ctx.plugin_id):
+        return _EMPTY
+    session = ctx.session
+    bucket = session.log_bucket
+    if bucket is None:
+        cfg = ctx.services.config.log
+        bucket = session.log_bucket = TokenBucket(cfg.plugin_lines_per_s, cfg.plugin_burst)
+    if not bucket.take():  # over plugin_lines_per_s: dropped and counted, one warning a second
+        ctx.services.counters.dropped_log_lines += 1
+        if dropped := bucket.warning_due():
+            logger.warn("plugin log lines dropped: over the rate limit", plugin=ctx.plugin_id, dropped=dropped)
         return _EMPTY
     record: dict[str, Any] = {
         "ts": None,

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from hostd.rpc.session import Session
 
 Reply = Callable[[bytes], None]
+LOG_TRACE = 5  # hostd.logs' numeric level of trace
 
 _raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
@@ -209,7 +210,7 @@ class Dispatcher:
                 err = MethodNotFound(f"method not found: {method_name}")
             self._fail(answer, batch, rid, err)
             return
-        if session.trace:
+        if session.services.logger.threshold <= LOG_TRACE:  # trace shows every request line
             session.services.logger.trace("request", method=method_name, id=rid, session=session.id)
         raw = env.params
         decoder = method.decoder

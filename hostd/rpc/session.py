@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from hostd.streams import Counters, Stream
 
 EOF_GRACE_S = 5.0
-LOG_TRACE = 5  # hostd.logs' numeric level for trace
 
 
 class InputControl(Protocol):
@@ -122,7 +121,7 @@ class Session:
         self._ended = asyncio.Event()
         self._write_paused = False
         self.closing = False
-        self.trace = services.logger.enabled(LOG_TRACE)
+        self.log_bucket: Any = None  # host.log's rate limit for this session (handlers/log.py)
         self.end_reason = ""
 
     # Transport side ---------------------------------------------------------------------
