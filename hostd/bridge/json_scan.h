@@ -3,7 +3,7 @@
  * It validates a value, finds a key's value span in an object, unescapes a string only where the
  * bridge needs a C string (a method name), and builds lines by copying spans. It never allocates
  * while scanning, never reads outside [p, end), and refuses nesting deeper than JSCAN_MAX_DEPTH.
- * Everything is static: this header is included by exactly one translation unit per binary.
+ * Everything is static inline: this header is included by exactly one translation unit per binary.
  */
 #ifndef HOSTD_BRIDGE_JSON_SCAN_H
 #define HOSTD_BRIDGE_JSON_SCAN_H
@@ -20,12 +20,12 @@ typedef struct {
     size_t n;
 } jspan;
 
-static const char *js_ws(const char *p, const char *e) {
+static inline const char *js_ws(const char *p, const char *e) {
     while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
     return p;
 }
 
-static int js_hex(char c) {
+static inline int js_hex(char c) {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
     if (c >= 'A' && c <= 'F') return c - 'A' + 10;
@@ -33,7 +33,7 @@ static int js_hex(char c) {
 }
 
 /* p points at '"'; returns the position after the closing quote, or NULL. */
-static const char *js_skip_string(const char *p, const char *e) {
+static inline const char *js_skip_string(const char *p, const char *e) {
     if (p >= e || *p != '"') return NULL;
     p++;
     while (p < e) {
@@ -63,7 +63,7 @@ static const char *js_skip_string(const char *p, const char *e) {
     return NULL;
 }
 
-static const char *js_skip_number(const char *p, const char *e) {
+static inline const char *js_skip_number(const char *p, const char *e) {
     const char *s = p;
     if (p < e && *p == '-') p++;
     if (p >= e) return NULL;
@@ -88,14 +88,14 @@ static const char *js_skip_number(const char *p, const char *e) {
     return p > s ? p : NULL;
 }
 
-static const char *js_skip_lit(const char *p, const char *e, const char *lit) {
+static inline const char *js_skip_lit(const char *p, const char *e, const char *lit) {
     size_t n = strlen(lit);
     if ((size_t)(e - p) < n || memcmp(p, lit, n) != 0) return NULL;
     return p + n;
 }
 
 /* Validates one value starting at p (no leading whitespace); returns its end or NULL. */
-static const char *js_skip_value(const char *p, const char *e, int depth) {
+static inline const char *js_skip_value(const char *p, const char *e, int depth) {
     if (p >= e) return NULL;
     switch (*p) {
     case '"':
@@ -136,7 +136,7 @@ static const char *js_skip_value(const char *p, const char *e, int depth) {
 }
 
 /* The whole buffer is exactly one JSON value (whitespace around it allowed). */
-static int js_valid(const char *p, size_t n, jspan *value) {
+static inline int js_valid(const char *p, size_t n, jspan *value) {
     const char *e = p + n;
     const char *s = js_ws(p, e);
     const char *q = js_skip_value(s, e, 0);
@@ -149,7 +149,7 @@ static int js_valid(const char *p, size_t n, jspan *value) {
 }
 
 /* Compares a JSON string span (with quotes) to a plain ASCII key without escapes. */
-static int js_key_eq(const char *s, size_t n, const char *key) {
+static inline int js_key_eq(const char *s, size_t n, const char *key) {
     size_t k = strlen(key);
     if (n == k + 2 && memcmp(s + 1, key, k) == 0) return 1;
     if (!memchr(s, '\\', n)) return 0;
@@ -182,7 +182,7 @@ static int js_key_eq(const char *s, size_t n, const char *key) {
 }
 
 /* In a validated object span, finds the value of key (the last one when repeated). */
-static int js_get(jspan obj, const char *key, jspan *out) {
+static inline int js_get(jspan obj, const char *key, jspan *out) {
     const char *p = obj.p, *e = obj.p + obj.n;
     int found = 0;
     if (obj.n == 0 || *p != '{') return 0;
@@ -208,14 +208,14 @@ static int js_get(jspan obj, const char *key, jspan *out) {
     return found;
 }
 
-static int js_is_string(jspan v) { return v.n >= 2 && v.p[0] == '"'; }
-static int js_is_object(jspan v) { return v.n >= 2 && v.p[0] == '{'; }
-static int js_is_true(jspan v) { return v.n == 4 && memcmp(v.p, "true", 4) == 0; }
-static int js_is_null(jspan v) { return v.n == 4 && memcmp(v.p, "null", 4) == 0; }
-static int js_is_number(jspan v) { return v.n > 0 && (v.p[0] == '-' || (v.p[0] >= '0' && v.p[0] <= '9')); }
+static inline int js_is_string(jspan v) { return v.n >= 2 && v.p[0] == '"'; }
+static inline int js_is_object(jspan v) { return v.n >= 2 && v.p[0] == '{'; }
+static inline int js_is_true(jspan v) { return v.n == 4 && memcmp(v.p, "true", 4) == 0; }
+static inline int js_is_null(jspan v) { return v.n == 4 && memcmp(v.p, "null", 4) == 0; }
+static inline int js_is_number(jspan v) { return v.n > 0 && (v.p[0] == '-' || (v.p[0] >= '0' && v.p[0] <= '9')); }
 
 /* An unsigned decimal integer (no sign, fraction or exponent) that fits 63 bits. */
-static int js_u64(jspan v, uint64_t *out) {
+static inline int js_u64(jspan v, uint64_t *out) {
     uint64_t x = 0;
     if (v.n == 0 || v.n > 18) return 0;
     for (size_t i = 0; i < v.n; i++) {
@@ -226,7 +226,7 @@ static int js_u64(jspan v, uint64_t *out) {
     return 1;
 }
 
-static double js_number(jspan v, double fallback) {
+static inline double js_number(jspan v, double fallback) {
     char tmp[64];
     if (!js_is_number(v) || v.n >= sizeof tmp) return fallback;
     memcpy(tmp, v.p, v.n);
@@ -236,7 +236,7 @@ static double js_number(jspan v, double fallback) {
     return end && *end == 0 ? d : fallback;
 }
 
-static void js_put_utf8(char *o, size_t *j, uint32_t cp) {
+static inline void js_put_utf8(char *o, size_t *j, uint32_t cp) {
     if (cp < 0x80) {
         o[(*j)++] = (char)cp;
     } else if (cp < 0x800) {
@@ -255,7 +255,7 @@ static void js_put_utf8(char *o, size_t *j, uint32_t cp) {
 }
 
 /* Unescapes a validated string span into a malloc'd NUL-terminated C string. Refuses NUL. */
-static char *js_strdup(jspan v) {
+static inline char *js_strdup(jspan v) {
     if (!js_is_string(v)) return NULL;
     const char *s = v.p + 1, *e = v.p + v.n - 1;
     char *o = malloc(v.n + 1); /* unescaped text is never longer than its escaped form */
@@ -308,7 +308,7 @@ typedef struct {
     int oom;
 } jbuf;
 
-static void jb_put(jbuf *b, const void *s, size_t n) {
+static inline void jb_put(jbuf *b, const void *s, size_t n) {
     if (b->oom) return;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
@@ -332,10 +332,10 @@ static void jb_put(jbuf *b, const void *s, size_t n) {
     b->p[b->n] = 0;
 }
 
-static void jb_puts(jbuf *b, const char *s) { jb_put(b, s, strlen(s)); }
-static void jb_span(jbuf *b, jspan v) { jb_put(b, v.p, v.n); }
+static inline void jb_puts(jbuf *b, const char *s) { jb_put(b, s, strlen(s)); }
+static inline void jb_span(jbuf *b, jspan v) { jb_put(b, v.p, v.n); }
 
-static void jb_u64(jbuf *b, uint64_t v) {
+static inline void jb_u64(jbuf *b, uint64_t v) {
     char tmp[24];
     int i = 23;
     tmp[i] = 0;
@@ -347,7 +347,7 @@ static void jb_u64(jbuf *b, uint64_t v) {
 }
 
 /* Appends s (n bytes) as a JSON string literal. */
-static void jb_str(jbuf *b, const char *s, size_t n) {
+static inline void jb_str(jbuf *b, const char *s, size_t n) {
     static const char hex[] = "0123456789abcdef";
     jb_put(b, "\"", 1);
     size_t run = 0;
@@ -368,6 +368,6 @@ static void jb_str(jbuf *b, const char *s, size_t n) {
     jb_put(b, "\"", 1);
 }
 
-static void jb_cstr(jbuf *b, const char *s) { jb_str(b, s, strlen(s)); }
+static inline void jb_cstr(jbuf *b, const char *s) { jb_str(b, s, strlen(s)); }
 
 #endif
