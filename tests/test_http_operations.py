@@ -421,3 +421,11 @@ async def test_affinity_lookup_errors_in_order(plugin: Client) -> None:
 async def test_routing_reset_cooldown_standalone_is_unsupported(plugin: Client) -> None:
     e = await error_of(plugin, "host.routing.reset_cooldown", {"auth_index": "abc"})
     assert (e.code, e.message) == (-32601, "unsupported host callback host.routing.reset_cooldown")
+
+
+async def test_hello_lists_the_newer_methods_and_not_the_unsupported_one(hostd: HostdProcess) -> None:
+    async with await hostd.connect() as c:
+        methods = (await c.call("hostd.hello", {"plugin_id": "lister"}, timeout=T))["methods"]
+    for name in ("host.http.operation_open", "host.http.cancel", "host.affinity.lookup"):
+        assert name in methods
+    assert "host.routing.reset_cooldown" not in methods

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import httpx
 
-from hostd import __version__
 from hostd.config import HttpConfig
 from hostd.errors import Forbidden, HostCallFailed, HostError, LimitExceeded
 from hostd.logs import Logger, is_secret_key
 from hostd.upstream._net import (
+    USER_AGENT,
     AsyncioBackend,
     BodyBudget,
     EgressBackend,
@@ -36,7 +36,6 @@ from hostd.upstream._net import (
 from hostd.upstream._net.egress import parse_inet_aton
 from hostd.upstream.headers import has_header, header_list, is_token
 
-USER_AGENT = f"hostd/{__version__}"
 MAX_REDIRECTS = 10
 # Go's client moves Transfer-Encoding out of Response.Header; gzip it decoded drops these too.
 DROPPED = frozenset({"Transfer-Encoding"})

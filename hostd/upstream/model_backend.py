@@ -30,6 +30,7 @@ from hostd.errors import HostCallFailed, HostError, LimitExceeded
 from hostd.logs import Logger
 from hostd.upstream._net import (
     NETWORK_ERRORS,
+    USER_AGENT,
     AsyncioBackend,
     PooledTransport,
     close_response,
@@ -38,7 +39,6 @@ from hostd.upstream._net import (
     read_prefix,
 )
 from hostd.upstream.headers import has_header, header_list, header_map
-from hostd.upstream.http_client import USER_AGENT
 
 # Entry protocol -> (endpoint, streaming endpoint). ``{model}`` is path-escaped.
 ENDPOINTS: dict[str, tuple[str, str]] = {

@@ -13,10 +13,13 @@ import zlib
 import httpcore
 import httpx
 
+from hostd import __version__
 from hostd.upstream._net.backend import AsyncioBackend, upstream_aborter
 from hostd.upstream._net.body import BodyBudget, Gunzip, close_response, pieces, read_bounded, read_prefix
 from hostd.upstream._net.egress import EgressBackend, EgressDenied, EgressPolicy
 from hostd.upstream._net.transport import PooledTransport
+
+USER_AGENT = f"hostd/{__version__}"  # sent when the plugin set no User-Agent, by both clients
 
 # Everything the stack raises for a failed exchange (not for a bug): what the clients translate.
 NETWORK_ERRORS: tuple[type[Exception], ...] = (
@@ -36,6 +39,7 @@ NETWORK_ERRORS: tuple[type[Exception], ...] = (
 
 __all__ = [
     "NETWORK_ERRORS",
+    "USER_AGENT",
     "AsyncioBackend",
     "BodyBudget",
     "EgressBackend",
