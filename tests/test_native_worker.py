@@ -39,7 +39,7 @@ from hostd.native.supervisor import (
 from tests.native.harness import NO_ANSWER, TIMEOUT, RpcError, Worker, build_c, default_handler, running
 from tests.support.fake_proxy import FakeProxy
 from tests.support.gotool import go_build
-from tests.support.hostd_proc import HostdProcess
+from tests.support.hostd_proc import HOSTD, HostdProcess, launch
 from tests.support.plugins import start_run
 from tests.support.upstream import Request as UpstreamRequest
 from tests.support.upstream import Response, Upstream
@@ -889,3 +889,89 @@ async def test_under_hostd_a_go_plugin_logs_from_several_goroutines(golib: Path,
         for i in range(4):
             line = json.loads(await hp.wait_log(f'"msg":"goroutine {i}"'))
             assert line["plugin"] == "go-native"
+
+
+# --- hostd run --native: load errors, restart and replay, --restart no --------------------------------
+
+
+async def start_native(tmp: Path, lib: Path, *args: str, ready: str = '"hello plugin"') -> HostdProcess:
+    control = str(tmp / "control.sock")
+    argv = [*HOSTD, "run", "--log-level", "debug", "--control", f"unix:{control}", "--auth-dir", ""]
+    argv += ["--model-base-url", "", *args, "--native", str(lib)]
+    return await launch(
+        argv,
+        socket=None,
+        control=control,
+        ready=ready,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("lib", "text"),
+    [
+        ("abi2", "plugin ABI version 2 is not supported"),
+        ("init_rc", "cliproxy_plugin_init returned 2"),
+        ("incomplete", "plugin function table is incomplete"),
+        ("no_init", "missing cliproxy_plugin_init: {path}: undefined symbol: cliproxy_plugin_init"),
+    ],
+)
+async def test_native_load_errors_end_hostd_run_with_1_and_the_proxy_s_words(
+    libs: dict[str, Path], short_tmp: Path, lib: str, text: str
+) -> None:
+    path = libs[lib]
+    hp = await start_native(short_tmp, path, ready='"hostd ready"')
+    try:
+        async with asyncio.timeout(T):
+            assert await hp.proc.wait() == 1
+    finally:
+        await hp.stop(signal.SIGKILL)
+    words = text.format(path=path)
+    line = json.loads(await hp.wait_log('"msg":"cannot load native plugin"'))
+    assert line["error"] == words
+    # printed for the operator too, at the start of a line (the log writer's thread may append to it)
+    assert any(entry.startswith(f"hostd: {words}") for entry in hp.stderr_lines)
+
+
+@pytest.mark.anyio
+async def test_native_crash_restarts_the_worker_and_replays_the_last_good_registration(
+    libs: dict[str, Path], short_tmp: Path
+) -> None:
+    hp = await start_native(short_tmp, libs["plugin"])
+    try:
+        async with await hp.connect_control() as ctl:
+            good = {"config_yaml": b64(b"good: 1\n"), "schema_version": 1}
+            await hostd_invoke(ctl, "native-test", "plugin.register", good)
+            with pytest.raises(RpcError_, match="bad config"):
+                await hostd_invoke(ctl, "native-test", "plugin.reconfigure", {"config_yaml": b64(b"fail")})
+            first = (await hostd_invoke(ctl, "native-test", "whoami", {}))["result"]
+            with pytest.raises(RpcError_, match="plugin disconnected") as crashed:
+                await hostd_invoke(ctl, "native-test", "crash.segv", {})
+            assert crashed.value.data.get("retryable") is True
+            await hp.wait_log("native plugin worker died: signal SIGSEGV")
+            assert "sessions" in await ctl.call("hostd.status", {}, timeout=T)  # the daemon serves on
+            await hp.wait_log('"msg":"plugin.register replayed"', timeout=T)
+            again = (await hostd_invoke(ctl, "native-test", "whoami", {}))["result"]
+            assert again["pid"] != first["pid"]
+            assert (again["registrations"], again["config_yaml"]) == (1, good["config_yaml"])
+            assert (await hostd_invoke(ctl, "native-test", "echo", {"n": 1}))["result"]["params"]["n"] == 1
+    finally:
+        await hp.stop(signal.SIGKILL)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("method", "code"), [("crash.segv", 139), ("crash.abort", 134), ("crash.exit", 3)])
+async def test_native_restart_no_exits_with_the_worker_s_status(
+    libs: dict[str, Path], short_tmp: Path, method: str, code: int
+) -> None:
+    hp = await start_native(short_tmp, libs["plugin"], "--restart", "no")
+    try:
+        async with await hp.connect_control() as ctl:
+            with pytest.raises(RpcError_, match="plugin disconnected"):
+                await hostd_invoke(ctl, "native-test", method, {})
+        async with asyncio.timeout(T):
+            assert await hp.proc.wait() == code
+    finally:
+        await hp.stop(signal.SIGKILL)

@@ -35,6 +35,7 @@ typedef struct {
 
 static const cliproxy_host_api* host;
 static int registrations;
+static char last_config[512];
 static pthread_mutex_t hang_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t hang_cond = PTHREAD_COND_INITIALIZER;
 static int shutting_down;
@@ -280,10 +281,17 @@ static int plugin_call(const char* method, const uint8_t* request, size_t len, c
                  "{\"schema_version\":1,\"metadata\":{\"Name\":\"native-test\",\"Version\":\"0.1.0\"},"
                  "\"capabilities\":{\"management_api\":true},\"config_yaml\":\"%s\",\"registrations\":%d}",
                  config, __sync_add_and_fetch(&registrations, 1));
+        snprintf(last_config, sizeof last_config, "%s", config);
         free(config);
         return ok_result(resp, buf);
     }
     if (!strcmp(method, "management.handle")) return management_handle(req, len, resp);
+    if (!strcmp(method, "whoami")) {
+        char buf[768];
+        snprintf(buf, sizeof buf, "{\"pid\":%d,\"registrations\":%d,\"config_yaml\":\"%s\"}", (int)getpid(),
+                 registrations, last_config);
+        return ok_result(resp, buf);
+    }
     if (!strcmp(method, "executor.execute_stream")) return execute_stream(req, len, resp);
     if (!strcmp(method, "threads")) return threads(req, len, resp);
     if (!strcmp(method, "raw_host_call")) return raw_host_call(req, len, resp);
