@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--control", help="control socket, unix:PATH (default $HOSTD_CONTROL)")
     status.add_argument("--json", action="store_true", help="print the raw JSON (same as --format json)")
     status.add_argument("--format", choices=("table", "json", "prometheus"), default=None, help="output format")
+    bridge = sub.add_parser("bridge", help="started by hostd-bridge.so inside the proxy (its stdio is the bridge)")
+    _serve_options(bridge)
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="validate the effective configuration and print it")
@@ -165,6 +167,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _serve(args, lambda config, logger: PluginRunner(config, logger, cmd))
 
 
+def cmd_bridge(args: argparse.Namespace) -> int:
+    from hostd.bridge.host import BridgeHost
+
+    def options(extra: list[str]) -> Config:
+        """The ``args`` of the plugin's hostd block, read as ``hostd run`` options."""
+        try:
+            parsed = build_parser().parse_args(["run", *extra])
+        except SystemExit:
+            raise ConfigError(f"invalid args {' '.join(extra)!r}") from None
+        return config_from_args(parsed)
+
+    return _serve(args, lambda config, logger: BridgeHost(config, logger, options))
+
+
 def cmd_call(args: argparse.Namespace) -> int:
     import orjson
 
@@ -228,7 +244,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return invoke(address, args.plugin, args.method, args.params, stream=args.stream, timeout=args.timeout)
 
 
-COMMANDS = {"serve": cmd_serve, "run": cmd_run, "call": cmd_call, "status": cmd_status, "invoke": cmd_invoke}
+COMMANDS = {"serve": cmd_serve, "run": cmd_run, "bridge": cmd_bridge, "call": cmd_call, "status": cmd_status, "invoke": cmd_invoke}
 COMMANDS["config"] = cmd_config
 
 

@@ -141,6 +141,13 @@ class ChildProcess:
         if self.child is not None and not self.exited.done():
             self._signal_group(self.child.pid, signal.SIGKILL)
 
+    def stop_group(self, kill_after_s: float) -> None:
+        """SIGTERM to the child's process group now, SIGKILL after ``kill_after_s`` if it lives."""
+        if self.child is None or self.exited.done():
+            return
+        self._signal_group(self.child.pid, signal.SIGTERM)
+        asyncio.get_running_loop().call_later(kill_after_s, self.kill)
+
     async def _wire_pipes(self) -> None:
         """Make the child's stdio pipes (the daemon's stdio session gets the far ends) and start
         reading its stderr."""

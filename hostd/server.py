@@ -119,6 +119,8 @@ class Daemon:
         self._tg: asyncio.TaskGroup | None = None
         self._session_tasks: set[asyncio.Task[None]] = set()
         self._last_refusal = 0.0
+        # The methods plugin sessions serve (``hostd bridge`` swaps in its relaying table).
+        self.plugin_table: Mapping[str, Method[Any]] = plugin_methods()
 
     # Listening ------------------------------------------------------------------------------
 
@@ -181,12 +183,23 @@ class Daemon:
                 session.close("crashed")
                 session._finish()
 
-    async def serve_pipes(self, read_fd: int, write_fd: int, *, name: str = "", watch_shutdown: bool = True) -> Session:
+    async def serve_pipes(
+        self,
+        read_fd: int,
+        write_fd: int,
+        *,
+        name: str = "",
+        watch_shutdown: bool = True,
+        kind: str = "plugin",
+        methods: Mapping[str, Method[Any]] | None = None,
+        max_in_flight: int | None = -1,
+    ) -> Session:
         """Start a plugin session on a pair of pipes (``hostd run``'s child); it runs in the
         daemon's task group under the session boundary. The pipes are duplicated. With
         ``watch_shutdown=False`` the session ignores the daemon's shutdown and ends at EOF
         (its supervisor ends it: a native worker is told ``plugin.shutdown`` first)."""
-        session = Session(self.services, plugin_methods(), name=name)
+        table = methods if methods is not None else self.plugin_table
+        session = Session(self.services, table, kind=kind, name=name, max_in_flight=max_in_flight)
         release = await attach_stdio(session, read_fd, write_fd)
         self.start_session(session, watch_shutdown)
         session_task = next(t for t in self._session_tasks if t.get_name() == session.id)
@@ -213,7 +226,7 @@ class Daemon:
                 if self.notifier.watchdog_interval_s:
                     background.append(tg.create_task(self._component("watchdog", self._watchdog)))
                 for sock in plugin_socks:
-                    await self._serve_socket(sock, "plugin", plugin_methods())
+                    await self._serve_socket(sock, "plugin", self.plugin_table)
                 for sock in control_socks:
                     await self._serve_socket(sock, "control", control_methods())
                 stdio: Session | None = None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hostd.config import Config
 from hostd.logs import Logger
@@ -52,6 +52,8 @@ class Services:
     # What hostd.status reports about how this daemon was started (set by the server).
     listen: list[str] = field(default_factory=list)
     config_file: str | None = None
+    # Under ``hostd bridge``: the bridge's end (hostd.bridge.host.BridgeHost), else None.
+    bridge: Any = None
     _http: HttpUpstream | None = None
     _model: ModelBackend | None = None
     _auth: CredentialStore | None = None

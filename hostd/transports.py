@@ -105,9 +105,23 @@ class _ThreadInput:
 
 
 async def attach_stdio(session: Session, stdin_fd: int = 0, stdout_fd: int = 1) -> Callable[[], None]:
-    """Wire ``session`` to stdin/stdout. Returns a function that releases the pipes."""
+    """Wire ``session`` to stdin/stdout. Returns a function that releases the pipes.
+
+    When both are one socket (the bridge hands ``hostd bridge`` one end of a socketpair),
+    it is served as a connected socket: event loops mishandle a socket as a write pipe."""
     loop = asyncio.get_running_loop()
     cleanups: list[Callable[[], None]] = []
+    if _same_socket(stdin_fd, stdout_fd):
+        sock = socket.socket(fileno=os.dup(stdin_fd))
+        sock.setblocking(False)
+        transport, _ = await loop.connect_accepted_socket(lambda: SessionProtocol(session), sock)
+        session.attach(transport, transport)
+
+        def release_socket() -> None:
+            with contextlib.suppress(Exception):
+                transport.close()
+
+        return release_socket
     output: Any
     if _is_regular_file(stdout_fd):  # pipes only: event loops refuse (or mishandle) files
         output = _BlockingOutput(stdout_fd)
@@ -130,6 +144,11 @@ async def attach_stdio(session: Session, stdin_fd: int = 0, stdout_fd: int = 1) 
                 cleanup()
 
     return release
+
+
+def _same_socket(a: int, b: int) -> bool:
+    sa, sb = os.fstat(a), os.fstat(b)
+    return stat.S_ISSOCK(sa.st_mode) and (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def _is_regular_file(fd: int) -> bool:

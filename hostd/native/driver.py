@@ -33,22 +33,41 @@ from hostd.runner import ChildHost, ChildProcess
 
 SHUTDOWN_CALL_S = 5.0
 REPLAY_TIMEOUT_S = 600.0
+HELLO_WAIT_S = 5.0
 
 
 class NativeRunner:
-    def __init__(self, config: Config, logger: Logger, path: str, *, restart: bool = True) -> None:
+    """Keeps one plugin process running: a native worker for ``path``, or, with ``cmd``, any
+    JSON-RPC plugin command (``hostd bridge`` restarts those the same way, §15)."""
+
+    def __init__(
+        self,
+        config: Config,
+        logger: Logger,
+        path: str = "",
+        *,
+        restart: bool = True,
+        cmd: list[str] | None = None,
+        name: str = "",
+    ) -> None:
         self.config = config
         self.logger = logger
         self.path = path
-        self.name = config.name or plugin_id_from_path(path)
+        self.name = name or config.name or plugin_id_from_path(path)
+        self.cmd = cmd or worker_command(path, self.name)
+        self.what = "native plugin worker" if cmd is None else "plugin"
         self.policy = NativeSupervisor(restart=restart)
         self._replay_decision: Decision | None = None
+        self.ready = asyncio.Event()  # the plugin serves (set again after each restart)
+        self._stopping = False
+        self._child: ChildProcess | None = None
+        self.load_error_text: str | None = None
 
     async def supervise(self, host: ChildHost) -> int:
         registry = host.services.sessions
         while True:
             registry.unavailable.add(self.name)
-            child = ChildProcess(self.config, self.logger, worker_command(self.path, self.name), self.name)
+            child = self._child = ChildProcess(self.config, self.logger, self.cmd, self.name)
             self.policy.started()
             session = await child.start(host, watch_shutdown=False)
             ready = asyncio.ensure_future(self._prepare(host, child, session))
@@ -68,29 +87,46 @@ class NativeRunner:
             await child.terminate(wait_first=True)
             child._close_pipes()
             registry.unavailable.add(self.name)
+            self.ready.clear()
             if child.spawn_error is not None:
+                self.load_error_text = f"cannot start plugin: exit {child.spawn_error}"
                 return child.spawn_error
             returncode = child.returncode if child.returncode is not None else 1
-            if host.shutdown.is_set():
+            if host.shutdown.is_set() or self._stopping:
                 registry.unavailable.discard(self.name)
                 return exit_code(returncode)
             if not session.hello_done:
                 text = load_error(child.recent_stderr)
                 if text is not None and self.policy.first_start:
+                    self.load_error_text = text
                     self.logger.error("cannot load native plugin", plugin=self.name, error=text)
                     print(f"hostd: {text}", file=sys.stderr, flush=True)
                     registry.unavailable.discard(self.name)
                     return 1
             decision, self._replay_decision = self._replay_decision or self.policy.died(returncode), None
-            self.logger.error(decision.reason, plugin=self.name)
+            reason = decision.reason.replace("native plugin worker", self.what, 1)
+            self.logger.error(reason, plugin=self.name)
             if isinstance(decision, Exit):
                 registry.unavailable.discard(self.name)
                 return decision.code
             await self.policy.wait(decision)
 
+    def stop_now(self, kill_after_s: float) -> None:
+        """End the plugin's process group now (SIGTERM, SIGKILL after ``kill_after_s``); no restart."""
+        self._stopping = True
+        child = self._child
+        if child is not None:
+            child.stop_group(kill_after_s)
+
     async def _prepare(self, host: ChildHost, child: ChildProcess, session: Session) -> None:
-        """Once the worker said hello: replay the registration, then let invokes in."""
-        await session.hello_seen.wait()
+        """Once the worker said hello: replay the registration, then let invokes in.
+
+        A JSON-RPC plugin need not say hello: after ``HELLO_WAIT_S`` of silence it counts as serving."""
+        try:
+            async with asyncio.timeout(None if self.what.startswith("native") else HELLO_WAIT_S):
+                await session.hello_seen.wait()
+        except TimeoutError:
+            pass
         registry = host.services.sessions
         found = registry.registrations.get(self.name)
         if found is not None:
@@ -111,6 +147,7 @@ class NativeRunner:
             self.logger.info("plugin.register replayed", plugin=self.name)
         self.policy.ready()
         registry.unavailable.discard(self.name)
+        self.ready.set()
 
     async def _stop(self, session: Session) -> None:
         """hostd is stopping: ``plugin.shutdown`` (if the plugin answers it), then end its input."""
