@@ -244,7 +244,14 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return invoke(address, args.plugin, args.method, args.params, stream=args.stream, timeout=args.timeout)
 
 
-COMMANDS = {"serve": cmd_serve, "run": cmd_run, "bridge": cmd_bridge, "call": cmd_call, "status": cmd_status, "invoke": cmd_invoke}
+COMMANDS = {
+    "serve": cmd_serve,
+    "run": cmd_run,
+    "bridge": cmd_bridge,
+    "call": cmd_call,
+    "status": cmd_status,
+    "invoke": cmd_invoke,
+}
 COMMANDS["config"] = cmd_config
 
 

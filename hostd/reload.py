@@ -16,6 +16,7 @@ from hostd.config import ConfigError, reload_plan
 if TYPE_CHECKING:
     from hostd.server import Daemon
 
+
 def apply_reload(daemon: Daemon) -> None:
     logger = daemon.logger
     if daemon._reload_source is None:

@@ -53,8 +53,9 @@ def hostd_loop(pytestconfig: pytest.Config) -> str:
     return str(pytestconfig.getoption("--loop"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def anyio_backend() -> str:
+    """Session scope, so module-scoped async fixtures (a hostd shared by a module) work anywhere."""
     return "asyncio"
 
 

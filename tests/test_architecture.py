@@ -123,7 +123,9 @@ def test_only_main_imports_cli_and_only_cli_imports_server() -> None:
 
 def test_no_module_over_400_lines() -> None:
     long = {
-        str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES
+        str(p.relative_to(PACKAGE)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert long == {}
 
@@ -131,5 +133,7 @@ def test_no_module_over_400_lines() -> None:
 def test_the_walker_sees_a_cycle(tmp_path: Path) -> None:
     """The cycle check itself can fail: two modules importing each other are found."""
     a = tmp_path / "a.py"
-    a.write_text("from hostd.errors import WireError\nimport hostd.faults\nif TYPE_CHECKING:\n    import hostd.server\n")
+    a.write_text(
+        "from hostd.errors import WireError\nimport hostd.faults\nif TYPE_CHECKING:\n    import hostd.server\n"
+    )
     assert _imports(a, package="hostd") == {"hostd.errors", "hostd.faults"}

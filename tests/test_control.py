@@ -28,11 +28,6 @@ T = 5.0
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"  # module scope, so the shared hostd below can live across tests
-
-
-@pytest.fixture(scope="module")
 async def shared() -> AsyncIterator[HostdProcess]:
     """One hostd for the tests that only look at their own calls."""
     with tempfile.TemporaryDirectory(prefix="hostd-", dir="/tmp") as tmp:

@@ -45,8 +45,10 @@ async def test_deep_nesting_inside_params_is_a_parse_error_not_an_internal_error
         assert answer["error"]["code"] == -32700, answer
         await conn.send(b"[" + b",".join([line.rstrip(b"\n")] * 3) + b"]\n")
         batch = await conn.line()
-        assert batch["error"]["code"] == -32700 if isinstance(batch, dict) else all(
-            a["error"]["code"] == -32700 for a in batch
+        assert (
+            batch["error"]["code"] == -32700
+            if isinstance(batch, dict)
+            else all(a["error"]["code"] == -32700 for a in batch)
         )
         assert "result" in await conn.call("hostd.hello", {}, rid=1)
 
@@ -68,7 +70,11 @@ async def test_a_batch_over_max_batch_is_one_error_and_nothing_runs(hp: HostdPro
         assert answer == {
             "jsonrpc": "2.0",
             "id": None,
-            "error": {"code": -32600, "message": "batch too large (max 1024 elements)", "data": {"code": "invalid_request"}},
+            "error": {
+                "code": -32600,
+                "message": "batch too large (max 1024 elements)",
+                "data": {"code": "invalid_request"},
+            },
         }
         await conn.send(b"[" + b",".join([b"1"] * 1024) + b"]\n")
         answers = await conn.line()

@@ -88,7 +88,9 @@ class BridgeHost:
         services.bridge = self
         services.end_hooks.append(self._plugin_session_ended)
         methods = {**control_methods(), **{m.name: m for m in _bridge_handlers.METHODS}}
-        session = await daemon.serve_pipes(0, 1, kind="control", methods=methods, max_in_flight=None, watch_shutdown=False)
+        session = await daemon.serve_pipes(
+            0, 1, kind="control", methods=methods, max_in_flight=None, watch_shutdown=False
+        )
         self._session = session
         async with asyncio.TaskGroup() as tg:
             self._tg = tg

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import binascii
+import os
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
@@ -26,10 +26,10 @@ import msgspec
 import orjson
 
 from hostd import __version__
-from hostd.errors import HostCallFailed, InvalidParams
 from hostd.emit import ABORTED_READ, DONE, Chunk, EmitLink
-from hostd.rpc.methods import CallContext, host_method
+from hostd.errors import HostCallFailed, InvalidParams
 from hostd.rpc.messages import fragment
+from hostd.rpc.methods import CallContext, host_method
 from hostd.streams import KINDS
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ from typing import Any
 import msgspec
 
 from hostd.errors import InvalidParams
-from hostd.rpc.methods import CallContext, host_method
 from hostd.logs import LEVEL_NAMES, LEVELS, REDACTED, TokenBucket, is_secret_key, redact
+from hostd.rpc.methods import CallContext, host_method
 
 _EMPTY: dict[str, Any] = {}  # never mutated: encoded as the result {}
 

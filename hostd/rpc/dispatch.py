@@ -328,7 +328,9 @@ class Dispatcher:
     def _internal(self, method: str, e: BaseException) -> InternalError:
         session = self.session
         session.services.counters.errors += 1
-        log_fault(session.services.logger, "handler failed", e, method=method, session=session.id, plugin=session.plugin_id)
+        log_fault(
+            session.services.logger, "handler failed", e, method=method, session=session.id, plugin=session.plugin_id
+        )
         return InternalError(f"internal error in {method}")
 
     def _fail(self, reply: Reply | None, batch: _Batch | None, rid: RequestId | None, err: WireError) -> None:

@@ -34,7 +34,7 @@ from hostd.rpc.dispatch import Dispatcher
 from hostd.rpc.framing import LineFramer
 from hostd.rpc.messages import encode_error
 from hostd.rpc.methods import Method
-from hostd.rpc.outbox import Output, Outbox
+from hostd.rpc.outbox import Outbox, Output
 from hostd.rpc.peer_calls import PeerCalls
 
 if TYPE_CHECKING:
