@@ -249,6 +249,7 @@ async def test_optional_params_travel_as_x_cpa_headers(client: Client, proxy: Fa
         auth_id="claude-a.json",
         forced_provider="anthropic",
         proxy_url="socks5h://user:pw@proxy.internal:1080",
+        path=" /v1/custom/route ",
     )
     await client.call("host.model.execute", params, timeout=5)
     seen = proxy.received[0]
@@ -258,11 +259,13 @@ async def test_optional_params_travel_as_x_cpa_headers(client: Client, proxy: Fa
     assert seen.header("x-cpa-auth-id") == "claude-a.json"
     assert seen.header("x-cpa-forced-provider") == "anthropic"
     assert seen.header("x-cpa-proxy-url") == "socks5h://user:pw@proxy.internal:1080"
+    assert seen.header("x-cpa-path") == "/v1/custom/route"  # the newer path field, trimmed
     assert seen.header("x-cpa-host-callback-id") is None
 
 
 async def test_empty_optional_params_send_no_x_cpa_headers(client: Client, proxy: FakeProxy) -> None:
-    await client.call("host.model.execute", execute_params(exit_protocol="", alt=" ", proxy_url=""), timeout=5)
+    params = execute_params(exit_protocol="", alt=" ", proxy_url="", path=" ")
+    await client.call("host.model.execute", params, timeout=5)
     names = {n for n in proxy.received[0].header_names() if n.startswith("x-cpa-")}
     assert names == {"x-cpa-skip-plugin"}
 

@@ -156,3 +156,13 @@ async def test_head_and_range_requests_get_no_automatic_gzip(client: Client, raw
     """As Go's transport decides: no Accept-Encoding for HEAD or for a Range request."""
     await do(client, {"url": raw.url, "headers": {"Range": ["bytes=0-10"]}})
     assert "Accept-Encoding" not in raw.names()
+
+
+async def test_wire_profile_keys_fold_as_go_but_an_untagged_wireprofile_does_not_match(
+    client: Client, raw: RawServer
+) -> None:
+    headers = {"x-b": ["1"], "x-a": ["2"]}
+    await do(client, {"url": raw.url, "headers": headers, "WireProfile": {"header_profile": ["X-A", "X-B"]}})
+    assert raw.names().index("x-b") < raw.names().index("x-a")  # ignored: underscores are significant
+    await do(client, {"url": raw.url, "headers": headers, "Wire_Profile": {"Header_Profile": ["X-A", "X-B"]}})
+    assert raw.names().index("X-A") < raw.names().index("X-B")
