@@ -153,7 +153,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.cmd:
             print("hostd run: --native takes no command", file=sys.stderr)
             return 2
+        from hostd.native.naming import plugin_id_from_path, valid_plugin_id
+
         path, restart = args.native, args.restart == "yes"
+        if not args.name and not valid_plugin_id(plugin_id_from_path(path)):
+            print(
+                f"hostd run: no valid plugin id in the file name {os.path.basename(path)!r}: use --name",
+                file=sys.stderr,
+            )
+            return 2
         return _serve(args, lambda config, logger: NativeRunner(config, logger, path, restart=restart))
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":

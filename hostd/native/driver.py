@@ -100,7 +100,9 @@ class NativeRunner:
                 if text is not None and self.policy.first_start:
                     self.load_error_text = text
                     self.logger.error("cannot load native plugin", plugin=self.name, error=text)
-                    print(f"hostd: {text}", file=sys.stderr, flush=True)
+                    self.logger.flush()  # the operator's line must not land inside a log line
+                    sys.stderr.write(f"hostd: {text}\n")
+                    sys.stderr.flush()
                     registry.unavailable.discard(self.name)
                     return 1
             decision, self._replay_decision = self._replay_decision or self.policy.died(returncode), None
