@@ -16,7 +16,11 @@ request's method and id), which ``debug`` does not show.
 Under journald (``$JOURNAL_STREAM`` names stderr) every line starts with the sd-daemon
 ``<N>`` priority prefix, so ``journalctl -p err`` finds the errors.
 
-This module never reads configuration files and never logs a value under a secret-looking key.
+This module is the Logger and its writer thread; the rest lives beside it and is re-exported
+here, where the daemon imports it from: line formatting in :mod:`hostd.log_format`,
+redaction and the secret-key check in :mod:`hostd.redact`, the per-session rate limit in
+:mod:`hostd.rate_limit`. This module never reads configuration files, never blocks the
+caller on the log fd, and never logs a value under a secret-looking key.
 """
 
 from __future__ import annotations
@@ -26,11 +30,33 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from hostd.log_format import (
+    JOURNAL_PRIORITY,
+    MAX_KEY_CHARS,
+    dumps,
+    journal_stream_matches,
+    sanitize,
+    text_line,
+    truncate_json,
+)
+from hostd.rate_limit import TokenBucket
+from hostd.redact import (
+    MAX_REDACT_DEPTH,
+    REDACTED,
+    SECRET_CACHE_MAX_KEY_CHARS,
+    SECRET_CACHE_MAX_KEYS,
+    TOO_DEEP,
+    is_secret_key,
+    redact,
+    redact_headers,
+    secret_cache_size,
+)
 
 if TYPE_CHECKING:
     from hostd.config import Config
@@ -38,228 +64,13 @@ if TYPE_CHECKING:
 TRACE, DEBUG, INFO, WARN, ERROR = 5, 10, 20, 30, 40
 LEVELS = {"trace": TRACE, "debug": DEBUG, "info": INFO, "warn": WARN, "warning": WARN, "error": ERROR}
 LEVEL_NAMES = {TRACE: "trace", DEBUG: "debug", INFO: "info", WARN: "warn", ERROR: "error"}
-# sd-daemon(3) priorities: debug 7, info 6, warning 4, err 3.
-JOURNAL_PRIORITY = {"trace": b"<7>", "debug": b"<7>", "info": b"<6>", "warn": b"<4>", "error": b"<3>"}
-
-REDACTED = "[redacted]"
-TOO_DEEP = "[nested too deep]"
-MAX_REDACT_DEPTH = 128
 BATCH_DELAY_S = 0.005
 DEFAULT_MAX_LINE_BYTES = 64 * 1024
 DEFAULT_MAX_QUEUE_BYTES = 8 * 1024 * 1024
-MAX_KEY_CHARS = 256  # in a truncated line, longer field names are cut too
-
-_SECRET_WORDS = ("authorization", "cookie", "token", "secret", "password", "apikey")
-# is_secret_key runs on plugin-chosen field names: only short ones are remembered, and the
-# cache is emptied when full, so a plugin cannot make it hold its strings.
-SECRET_CACHE_MAX_KEYS = 4096
-SECRET_CACHE_MAX_KEY_CHARS = 64
-_secret_cache: dict[str, bool] = {}
-
-
-def is_secret_key(key: str) -> bool:
-    """True for keys whose values must never be logged (case and ``-``/``_`` ignored)."""
-    hit = _secret_cache.get(key)
-    if hit is not None:
-        return hit
-    folded = key.lower().replace("-", "").replace("_", "")
-    secret = any(word in folded for word in _SECRET_WORDS)
-    if len(key) <= SECRET_CACHE_MAX_KEY_CHARS:
-        if len(_secret_cache) >= SECRET_CACHE_MAX_KEYS:
-            _secret_cache.clear()
-        _secret_cache[key] = secret
-    return secret
-
-
-def secret_cache_size() -> tuple[int, int]:
-    """(entries, characters held) of the secret-key cache: for tests and memory checks."""
-    return len(_secret_cache), sum(len(k) for k in _secret_cache)
-
-
-def redact(value: Any, _depth: int = 0) -> Any:
-    """A copy of ``value`` with every value under a secret-looking key replaced."""
-    if isinstance(value, dict):
-        if _depth >= MAX_REDACT_DEPTH:
-            return TOO_DEEP
-        return {k: REDACTED if is_secret_key(str(k)) else redact(v, _depth + 1) for k, v in value.items()}
-    if isinstance(value, list):
-        if _depth >= MAX_REDACT_DEPTH:
-            return TOO_DEEP
-        return [redact(v, _depth + 1) for v in value]
-    return value
-
-
-def redact_headers(headers: dict[str, list[str]] | None) -> dict[str, Any]:
-    return redact(dict(headers or {}))  # type: ignore[no-any-return]
-
-
-# Encoding that never raises ----------------------------------------------------------------
-
-_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
-_SAFE_DEPTH = 200  # below orjson's 255
-
-
-def _dumps(value: Any) -> bytes:
-    """orjson, falling back to a sanitised copy for values orjson refuses."""
-    try:
-        return orjson.dumps(value, default=str)
-    except TypeError:  # orjson.JSONEncodeError: int over 64 bits, nesting, non-str keys
-        return orjson.dumps(_sanitize(value, 0), default=str)
-
-
-def _sanitize(value: Any, depth: int) -> Any:
-    if isinstance(value, bool) or value is None or isinstance(value, (str, float)):
-        return value
-    if isinstance(value, int):
-        return value if _INT64_MIN <= value <= _UINT64_MAX else str(value)
-    if isinstance(value, dict):
-        if depth >= _SAFE_DEPTH:
-            return TOO_DEEP
-        return {str(k): _sanitize(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        if depth >= _SAFE_DEPTH:
-            return TOO_DEEP
-        return [_sanitize(v, depth + 1) for v in value]
-    return str(value)
-
-
-def _cut_utf8(text: str, max_bytes: int) -> str:
-    data = text.encode("utf-8", errors="replace")
-    if len(data) <= max_bytes:
-        return text
-    return data[: max(0, max_bytes)].decode("utf-8", errors="ignore")
-
-
-def _truncate_json(record: Mapping[str, Any], limit: int) -> bytes:
-    """The record cut to at most ``limit`` bytes, keys in order, with ``"truncated": true``."""
-    budget = limit - 24  # room for "truncated":true and the braces
-    out: dict[str, Any] = {}
-    used = 0
-    for key, value in record.items():
-        key = key if len(key) <= MAX_KEY_CHARS else key[:MAX_KEY_CHARS]
-        encoded = _dumps(value)
-        cost = len(key.encode()) + len(encoded) + 6
-        if used + cost <= budget:
-            out[key] = value
-            used += cost
-            continue
-        room = budget - used - len(key.encode()) - 8
-        if room >= 16 or key == "msg":
-            text = value if isinstance(value, str) else encoded.decode("utf-8", errors="replace")
-            out[key] = _cut_utf8(text, max(0, room))
-            used = budget  # nothing after this one fits
-    out["truncated"] = True
-    line = _dumps(out)
-    while len(line) > limit:  # JSON escapes can make a cut value longer than its bytes
-        longest = max((k for k in out if isinstance(out[k], str)), key=lambda k: len(out[k]), default=None)
-        if longest is None or not out[longest]:
-            out = {k: out[k] for k in ("ts", "level", "msg") if k in out} | {"truncated": True}
-            if all(not isinstance(v, str) or not v for v in out.values()):
-                return _dumps({"truncated": True})[:limit]
-            longest = max((k for k in out if isinstance(out[k], str)), key=lambda k: len(out[k]))
-        out[longest] = out[longest][: len(out[longest]) // 2]
-        line = _dumps(out)
-    return line
-
-
-_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:@+,%[]()")
-
-
-def _text_value(value: Any) -> str:
-    if isinstance(value, str):
-        if value and all(c in _PLAIN for c in value):
-            return value
-        return _dumps(value).decode()
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    return _dumps(value).decode("utf-8", errors="replace")
-
-
-def _text_line(record: Mapping[str, Any]) -> bytes:
-    """``2026-11-25T12:00:00.123Z INFO  hostd ready listen=unix:/run/hostd/plugins.sock pid=7``"""
-    level = str(record.get("level", "")).upper()
-    parts = [str(record.get("ts", "")), f"{level:<5}", str(record.get("msg", ""))]
-    for key, value in record.items():
-        if key in ("ts", "level", "msg"):
-            continue
-        parts.append(f"{key}={_text_value(value)}")
-    return " ".join(parts).replace("\n", "\\n").encode("utf-8", errors="replace")
-
-
-def journal_stream_matches(fd: int, environ: Mapping[str, str] | None = None) -> bool:
-    """True when ``$JOURNAL_STREAM`` (``device:inode``) is the file ``fd`` writes to."""
-    env = os.environ if environ is None else environ
-    value = env.get("JOURNAL_STREAM", "")
-    dev, _, ino = value.partition(":")
-    if not (dev.isdigit() and ino.isdigit()):
-        return False
-    try:
-        st = os.fstat(fd)
-    except OSError:
-        return False
-    return st.st_dev == int(dev) and st.st_ino == int(ino)
 
 
 def parse_level(name: str, default: int = INFO) -> int:
     return LEVELS.get(name.strip().lower(), default)
-
-
-# Rate limits -------------------------------------------------------------------------------
-
-
-class TokenBucket:
-    """A rate limit: ``rate_per_s`` lines per second with bursts of ``burst``.
-
-    ``take()`` says whether one more line may be written; refused lines are counted, and
-    ``warning_due()`` returns how many were refused since the last warning when a warning
-    may be written now (at most one per second), else 0. Not thread-safe: one per session,
-    used on the event loop.
-    """
-
-    def __init__(self, rate_per_s: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self.rate_per_s = float(rate_per_s)
-        self.burst = float(burst)
-        self._tokens = self.burst
-        self._last = clock()
-        self.dropped = 0
-        self._unreported = 0
-        self._last_warning: float | None = None
-
-    def configure(self, rate_per_s: float, burst: float) -> None:
-        """New limits (a reload); the tokens already saved are kept, up to the new burst."""
-        self._refill()
-        self.rate_per_s = float(rate_per_s)
-        self.burst = float(burst)
-        self._tokens = min(self._tokens, self.burst)
-
-    def _refill(self) -> None:
-        now = self._clock()
-        elapsed = now - self._last
-        self._last = now
-        if elapsed > 0:
-            self._tokens = min(self.burst, self._tokens + elapsed * self.rate_per_s)
-
-    def take(self) -> bool:
-        self._refill()
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        self.dropped += 1
-        self._unreported += 1
-        return False
-
-    def warning_due(self) -> int:
-        if not self._unreported:
-            return 0
-        now = self._clock()
-        if self._last_warning is not None and now - self._last_warning < 1.0:
-            return 0
-        count, self._unreported = self._unreported, 0
-        self._last_warning = now
-        return count
 
 
 # The logger ----------------------------------------------------------------------------------
@@ -447,7 +258,7 @@ class Logger(_Methods):
         prefix = JOURNAL_PRIORITY.get(record.get("level", ""), b"<7>") if self.journal else b""
         limit = self.max_line_bytes - len(prefix) - 1
         if self._text:
-            body = _text_line(record)
+            body = text_line(record)
             if len(body) > limit:
                 mark = b" truncated=true"
                 body = body[: max(0, limit - len(mark))].decode("utf-8", errors="ignore").encode() + mark
@@ -455,9 +266,9 @@ class Logger(_Methods):
             try:
                 body = orjson.dumps(record, default=str)
             except TypeError:  # orjson.JSONEncodeError: a value orjson cannot write
-                body = _dumps(_sanitize(record, 0))
+                body = dumps(sanitize(record, 0))
             if len(body) > limit:
-                body = _truncate_json(record, limit)
+                body = truncate_json(record, limit)
         return prefix + body + b"\n"
 
     def _drain(self) -> None:
@@ -535,3 +346,33 @@ def configure_from(config: Config) -> Logger:
     logger = get_logger()
     logger.apply_config(config)
     return logger
+
+
+__all__ = [
+    "DEBUG",
+    "ERROR",
+    "INFO",
+    "JOURNAL_PRIORITY",
+    "LEVELS",
+    "LEVEL_NAMES",
+    "MAX_KEY_CHARS",
+    "MAX_REDACT_DEPTH",
+    "REDACTED",
+    "SECRET_CACHE_MAX_KEYS",
+    "SECRET_CACHE_MAX_KEY_CHARS",
+    "TOO_DEEP",
+    "TRACE",
+    "WARN",
+    "Logger",
+    "NamedLogger",
+    "TokenBucket",
+    "configure",
+    "configure_from",
+    "get_logger",
+    "is_secret_key",
+    "journal_stream_matches",
+    "parse_level",
+    "redact",
+    "redact_headers",
+    "secret_cache_size",
+]

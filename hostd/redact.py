@@ -1,0 +1,58 @@
+"""Redaction: which field names are secret, and copies of values with those fields replaced.
+
+Used by the logger, by ``host.log`` and by the HTTP client's request log. Field names come
+from plugins, so the secret-key cache is bounded in entries and in key length: a plugin
+cannot make it hold its strings. This module never logs, never keeps a value, and never
+lets a value under a secret-looking key through.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+REDACTED = "[redacted]"
+TOO_DEEP = "[nested too deep]"
+MAX_REDACT_DEPTH = 128
+
+_SECRET_WORDS = ("authorization", "cookie", "token", "secret", "password", "apikey")
+# is_secret_key runs on plugin-chosen field names: only short ones are remembered, and the
+# cache is emptied when full, so a plugin cannot make it hold its strings.
+SECRET_CACHE_MAX_KEYS = 4096
+SECRET_CACHE_MAX_KEY_CHARS = 64
+_secret_cache: dict[str, bool] = {}
+
+
+def is_secret_key(key: str) -> bool:
+    """True for keys whose values must never be logged (case and ``-``/``_`` ignored)."""
+    hit = _secret_cache.get(key)
+    if hit is not None:
+        return hit
+    folded = key.lower().replace("-", "").replace("_", "")
+    secret = any(word in folded for word in _SECRET_WORDS)
+    if len(key) <= SECRET_CACHE_MAX_KEY_CHARS:
+        if len(_secret_cache) >= SECRET_CACHE_MAX_KEYS:
+            _secret_cache.clear()
+        _secret_cache[key] = secret
+    return secret
+
+
+def secret_cache_size() -> tuple[int, int]:
+    """(entries, characters held) of the secret-key cache: for tests and memory checks."""
+    return len(_secret_cache), sum(len(k) for k in _secret_cache)
+
+
+def redact(value: Any, _depth: int = 0) -> Any:
+    """A copy of ``value`` with every value under a secret-looking key replaced."""
+    if isinstance(value, dict):
+        if _depth >= MAX_REDACT_DEPTH:
+            return TOO_DEEP
+        return {k: REDACTED if is_secret_key(str(k)) else redact(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        if _depth >= MAX_REDACT_DEPTH:
+            return TOO_DEEP
+        return [redact(v, _depth + 1) for v in value]
+    return value
+
+
+def redact_headers(headers: dict[str, list[str]] | None) -> dict[str, Any]:
+    return redact(dict(headers or {}))  # type: ignore[no-any-return]
