@@ -667,6 +667,22 @@ def test_hostd_killed_from_outside_is_restarted_too(world: World) -> None:
     assert envelope["result"]["pid"] != first
 
 
+def test_a_hostd_that_stops_reading_fails_the_call_at_its_deadline_and_is_restarted(world: World) -> None:
+    h = world.registered(BLOCK.replace("timeout_s: 30", "timeout_s: 1"))
+    first = h.call("w", "whoami", {})["result"]["pid"]
+    assert h.call("stop", "stop_reading", {})["ok"] is True
+    big = {"blob": "x" * (8 << 20)}
+    h.send("call big echo " + json.dumps(big))
+    h.send("call small echo {}")
+    assert h.answer("big", timeout=30)["error"]["code"] == "plugin_unavailable"
+    assert h.answer("small", timeout=30)["ok"] is False
+    assert "cutting the connection" in h.stderr_path.read_text()
+    envelope = until_ok(h, "whoami")
+    assert envelope["ok"] is True
+    assert envelope["result"]["pid"] != first
+    assert gone(first)
+
+
 def test_shutdown_sends_plugin_shutdown_and_leaves_no_process(world: World) -> None:
     h = world.registered()
     pid = h.call("w", "whoami", {})["result"]["pid"]

@@ -45,6 +45,7 @@
 #define BACKOFF_MAX_S 30.0
 #define BACKOFF_RESET_S 60.0
 #define NBUCKETS 256
+#define WRITE_STALL_S 30.0
 
 #ifndef HOSTD_DEFAULT_PATH
 #define HOSTD_DEFAULT_PATH ""
@@ -185,6 +186,7 @@ static struct timespec abs_ts(double at) {
     return ts;
 }
 
+static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void logf_(const char *fmt, ...) {
     char line[1024];
     va_list ap;
@@ -258,8 +260,10 @@ static void jb_envelope_error(jbuf *b, jspan e, const char *fallback_code) {
  * Writing lines and waiting for answers
  */
 
-/* Writes one line on connection gen. Returns 0, or -1 when nothing could be written. A partial
- * write breaks the framing: the connection is then cut (the supervisor restarts hostd). */
+/* Writes one line on connection gen. Returns 0, or -1 when it could not be written by deadline
+ * (waiting for the writer lock included). A partial write breaks the framing, and hostd reading
+ * nothing for WRITE_STALL_S means it is hung: either way the connection is cut (the supervisor
+ * restarts hostd). */
 static int write_line(uint64_t gen, jbuf *line, double deadline) {
     if (line->oom) return -1;
     for (size_t i = 0; i < line->n; i++)
@@ -268,7 +272,9 @@ static int write_line(uint64_t gen, jbuf *line, double deadline) {
     if (line->oom) return -1;
     int rc = 0;
     size_t off = 0;
-    pthread_mutex_lock(&B.wmu);
+    struct timespec lock_by = abs_ts(deadline);
+    if (pthread_mutex_clocklock(&B.wmu, CLOCK_MONOTONIC, &lock_by) != 0) return -1;
+    double progress = now_s();
     if (B.w_fd < 0 || B.w_gen != gen) {
         rc = -1;
         goto out;
@@ -277,12 +283,16 @@ static int write_line(uint64_t gen, jbuf *line, double deadline) {
         ssize_t w = send(B.w_fd, line->p + off, line->n - off, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (w > 0) {
             off += (size_t)w;
+            progress = now_s();
             continue;
         }
         if (w < 0 && errno == EINTR) continue;
+        int stalled = 0;
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            double left = deadline - now_s();
-            if (left > 0) {
+            double now = now_s();
+            double left = deadline - now;
+            stalled = now - progress >= WRITE_STALL_S;
+            if (left > 0 && !stalled) {
                 struct pollfd pfd = {.fd = B.w_fd, .events = POLLOUT};
                 int ms = left > 1.0 ? 1000 : (int)(left * 1000) + 1;
                 int pr = poll(&pfd, 1, ms);
@@ -290,8 +300,9 @@ static int write_line(uint64_t gen, jbuf *line, double deadline) {
                 if (pr < 0 && errno == EINTR) continue;
             }
         }
-        if (off > 0) {
-            logf_("write to hostd failed mid-line; cutting the connection");
+        if (off > 0 || stalled) {
+            if (stalled) logf_("hostd has read nothing for %.0f s; cutting the connection", WRITE_STALL_S);
+            else logf_("write to hostd failed mid-line; cutting the connection");
             shutdown(B.w_fd, SHUT_RDWR);
         }
         rc = -1;

@@ -19,6 +19,7 @@ Plugin methods (the `method` of hostd.invoke):
   executor.execute_stream {"stream_id", "chunks": [b64], "error"?, "hold"?}
                                         a stream S of those chunks (hold: S never ends)
   die                                   exits at once, mid-call
+  stop_reading                          answers, then never reads stdin again (a hung hostd)
 """
 
 from __future__ import annotations
@@ -208,6 +209,9 @@ def main() -> None:
     for raw in sys.stdin.buffer:
         msg = json.loads(raw)
         log(event="recv", msg=msg)
+        if (msg.get("params") or {}).get("method") == "stop_reading":
+            answer(msg["id"], {"result": {}})
+            threading.Event().wait()
         threading.Thread(target=handle, args=(msg,), daemon=True).start()
     log(event="eof")
     os._exit(0)
