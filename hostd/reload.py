@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hostd.config import ConfigError, reload_plan
+from hostd.config import Config, ConfigError, ReloadPlan, reload_plan
 
 if TYPE_CHECKING:
     from hostd.server import Daemon
@@ -27,6 +27,14 @@ def apply_reload(daemon: Daemon) -> None:
     except ConfigError as e:
         logger.error("config reload failed; keeping the running config", error=str(e))
         return
+    plan = apply_config(daemon, fresh)
+    logger.info("config reloaded", **plan.log_fields())
+
+
+def apply_config(daemon: Daemon, fresh: Config) -> ReloadPlan:
+    """Make ``fresh`` the running configuration, live, as far as it can be (also used by
+    ``hostd bridge`` for the plugin block's ``args``)."""
+    logger = daemon.logger
     old = daemon.services.config
     plan = reload_plan(old, fresh)
     services = daemon.services
@@ -51,4 +59,4 @@ def apply_reload(daemon: Daemon) -> None:
         session.outbox.max_bytes = limits.max_output_bytes
         if session.log_bucket is not None:
             session.log_bucket.configure(fresh.log.plugin_lines_per_s, fresh.log.plugin_burst)
-    logger.info("config reloaded", **plan.log_fields())
+    return plan

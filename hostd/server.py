@@ -296,6 +296,12 @@ class Daemon:
             log_fault(self.logger, "config reload failed; keeping the running config", e)
         self.notifier.notify("READY=1")
 
+    def apply_config(self, config: Config) -> None:
+        """Run with ``config`` from now on, as a reload would (``hostd bridge``'s plugin args)."""
+        from hostd.reload import apply_config  # only hostd bridge and SIGHUP need it
+
+        apply_config(self, config)
+
     async def _watchdog(self) -> None:
         assert self.notifier.watchdog_interval_s is not None
         while True:

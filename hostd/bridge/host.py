@@ -27,7 +27,7 @@ from hostd.bridge.spec import BridgeConfigError, BridgeSpec, decode_config_yaml,
 from hostd.config import Config, ConfigError
 from hostd.errors import HostCallFailed
 from hostd.handlers import bridge as _bridge_handlers
-from hostd.handlers import control_methods
+from hostd.handlers import control_methods, plugin_methods
 from hostd.handlers.relay import relay_table
 from hostd.logs import Logger
 from hostd.native.driver import NativeRunner
@@ -44,6 +44,8 @@ STOP_KILL_AFTER_S = 1.0
 class BridgeDaemon(Protocol):
     shutdown: asyncio.Event
     plugin_table: Mapping[str, Method[Any]]
+
+    def apply_config(self, config: Config) -> None: ...
 
     @property
     def services(self) -> Services: ...
@@ -127,7 +129,8 @@ class BridgeHost:
             config = msgspec.structs.replace(config, name=plugin_id.strip())
             daemon = self._daemon
             assert daemon is not None and self._tg is not None
-            daemon.plugin_table = relay_table(daemon.plugin_table, spec.relay, self)
+            daemon.apply_config(config)
+            daemon.plugin_table = relay_table(plugin_methods(), spec.relay, self)
             self.spec, self.timeout_s = spec, spec.timeout_s
             cmd = list(spec.command) if spec.command else None
             runner = NativeRunner(config, self.logger, spec.native or "", cmd=cmd, name=config.name)

@@ -134,6 +134,8 @@ def _target(ctx: CallContext, params: InvokeParams) -> Session:
     if not session_id and not plugin_id:
         raise InvalidParams("decode hostd.invoke request: session or plugin_id is required")
     sessions = ctx.services.sessions
+    if plugin_id in sessions.unavailable:  # restarting, or not yet registered again
+        raise HostCallFailed("plugin disconnected", retryable=True, data_code="plugin_unavailable")
     found: Session | None
     if session_id:
         found = sessions.get(session_id)
@@ -143,8 +145,6 @@ def _target(ctx: CallContext, params: InvokeParams) -> Session:
         found = sessions.by_plugin(plugin_id)
         if found is None:  # a session that never said hello is known by its session id
             found = next((s for s in sessions if s.plugin_id == plugin_id and s.kind == "plugin"), None)
-    if found is None and plugin_id in sessions.unavailable:
-        raise HostCallFailed("plugin disconnected", retryable=True, data_code="plugin_unavailable")
     if found is None or found.kind != "plugin" or found.closing:
         raise HostCallFailed(f"no session for plugin {plugin_id or session_id}")
     return found

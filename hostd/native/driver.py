@@ -65,6 +65,13 @@ class NativeRunner:
 
     async def supervise(self, host: ChildHost) -> int:
         registry = host.services.sessions
+
+        def session_ended(session: Session) -> None:
+            # From the moment its session ends until the next worker is ready, the id is unavailable.
+            if session.plugin_id == self.name and not self._stopping:
+                registry.unavailable.add(self.name)
+
+        host.services.end_hooks.append(session_ended)
         while True:
             registry.unavailable.add(self.name)
             child = self._child = ChildProcess(self.config, self.logger, self.cmd, self.name)
