@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 import stat
 import tempfile
 from collections.abc import AsyncIterator
@@ -67,7 +68,7 @@ async def test_status_lists_plugin_sessions_with_stream_counts_and_totals(hp: Ho
     async with p, await hp.connect_control() as ctl:
         status = await ctl.call("hostd.status", {}, timeout=T)
     assert status["version"] == __version__
-    assert status["uptime_s"] >= 0
+    assert 0 < status["uptime_s"] <= time.monotonic() - hp.started_at
     [entry] = [s for s in status["sessions"] if s["session"] == session]
     assert entry["plugin_id"] == "status-demo"
     assert entry["peer_pid"] == os.getpid()

@@ -130,17 +130,21 @@ class NativeRunner:
     async def _prepare(self, host: ChildHost, child: ChildProcess, session: Session) -> None:
         """Once the worker said hello: replay the registration, then let invokes in.
 
-        A JSON-RPC plugin need not say hello: after ``HELLO_WAIT_S`` of silence it counts as serving."""
-        try:
-            async with asyncio.timeout(None if self.what.startswith("native") else HELLO_WAIT_S):
-                await session.hello_seen.wait()
-        except TimeoutError:
-            pass
+        A native worker says hello only after its library loaded. A JSON-RPC plugin need not say
+        hello at all: with nothing to replay it serves at once (its requests queue in its pipe);
+        before a replay it gets ``HELLO_WAIT_S`` to say hello, then counts as serving."""
         registry = host.services.sessions
         found = registry.registrations.get(self.name)
         if found is not None:
             self.policy.registration_succeeded(found.method, found.params, found.result)
         params = self.policy.replay_params()
+        native = self.what.startswith("native")
+        if native or params is not None:
+            try:
+                async with asyncio.timeout(None if native else HELLO_WAIT_S):
+                    await session.hello_seen.wait()
+            except TimeoutError:
+                pass
         if params is not None:
             scopes = host.services.scopes
             scope = scopes.open(session.id)

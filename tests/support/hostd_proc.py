@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ class HostdProcess:
     socket: str | None
     control: str | None
     stderr_lines: list[str] = field(default_factory=list)
+    started_at: float = field(default_factory=time.monotonic)  # just before the process was spawned
     _stderr_task: asyncio.Task[None] | None = None
     _new_line: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -121,13 +123,14 @@ async def launch(
     stdout: int = asyncio.subprocess.PIPE,
 ) -> HostdProcess:
     """Start a hostd command line and return once it logs ``ready`` (killed if it never does)."""
+    started_at = time.monotonic()
     full_env = {**os.environ, **(env or {})}
     for var in ("HOSTD_CONFIG", "HOSTD_SOCKET"):
         full_env.pop(var, None)
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=stdin, stdout=stdout, stderr=asyncio.subprocess.PIPE, env=full_env, limit=MAX_LINE
     )
-    hp = HostdProcess(proc, socket, control)
+    hp = HostdProcess(proc, socket, control, started_at=started_at)
     STARTED.append(hp)
     hp._stderr_task = asyncio.create_task(hp._read_stderr())
     try:
