@@ -596,7 +596,18 @@ def test_the_worker_imports_nothing_of_the_daemon() -> None:
         "('hostd', 'httpx', 'httpcore', 'anyio', 'msgspec', 'orjson', 'asyncio'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.split() == ["hostd", "hostd.native", "hostd.native.naming", "hostd.native.worker"]
+    assert out.stdout.split() == [
+        "hostd",
+        "hostd.native",
+        "hostd.native.abi",
+        "hostd.native.connection",
+        "hostd.native.envelopes",
+        "hostd.native.host_calls",
+        "hostd.native.naming",
+        "hostd.native.plugin_calls",
+        "hostd.native.rawjson",
+        "hostd.native.worker",
+    ]
 
 
 # --- naming (pure) --------------------------------------------------------------------------------
