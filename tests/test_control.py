@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import time
 import stat
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any

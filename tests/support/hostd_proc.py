@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import os
 import signal
-import time
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
