@@ -84,3 +84,31 @@ async def test_read_bounded_stops_past_the_limit() -> None:
     assert await read_bounded(source(), 100, lambda: ValueError("too big")) == b"x" * 100
     with pytest.raises(ValueError, match="too big"):
         await read_bounded(source(), 99, lambda: ValueError("too big"))
+
+
+class QuickClose(httpx.AsyncByteStream):
+    closed_in: asyncio.Task[object] | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b""
+
+    async def aclose(self) -> None:
+        self.closed_in = asyncio.current_task()  # type: ignore[assignment]
+
+
+async def test_a_close_that_does_not_suspend_runs_inline_without_a_task_of_its_own() -> None:
+    body = QuickClose()
+    response = httpx.Response(200, stream=body)
+    await close_response(response)
+    assert response.is_closed
+    assert body.closed_in is asyncio.current_task()
+
+
+async def test_a_suspending_close_runs_in_a_task_of_its_own_and_finishes() -> None:
+    body = SlowClose()
+    response = httpx.Response(200, stream=body)
+    closer = asyncio.ensure_future(close_response(response))
+    await asyncio.wait_for(body.started.wait(), 5)
+    body.release.set()
+    await asyncio.wait_for(closer, 5)
+    assert body.closed

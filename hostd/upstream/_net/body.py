@@ -9,8 +9,10 @@ passed on as it came, without a copy or any per-piece bookkeeping.
 from __future__ import annotations
 
 import asyncio
+import types
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Generator, Iterator
+from typing import Any
 
 import httpx
 
@@ -114,14 +116,24 @@ async def read_prefix(response: httpx.Response, limit: int) -> bytes:
 async def close_response(response: httpx.Response, timeout: float = CLOSE_TIMEOUT_S) -> None:
     """Close ``response`` (its connection back to the pool, or dropped), bounded in time.
 
-    hostd runs plain asyncio tasks, so the close runs as a task of its own awaited through
+    hostd runs plain asyncio tasks, where anyio's shield does not protect against
+    ``Task.cancel()``. The close is first run inline: it almost always finishes without
+    suspending (a stream closed by the table had its socket dropped already), and then costs
+    no task. If it does suspend, the rest of it runs as a task of its own awaited through
     ``asyncio.shield``: a cancellation arriving meanwhile (a stream closed twice, a session
     ending) waits for it instead of interrupting it halfway, and is raised once it is done.
     A close that takes longer than ``timeout`` is cancelled, which drops the connection.
     """
     if response.is_closed:
         return
-    task = asyncio.ensure_future(response.aclose())
+    closing = response.aclose()
+    try:
+        waiting_on = closing.send(None)
+    except StopIteration:
+        return  # done without suspending: the common case
+    except Exception:
+        return  # the close failed: the connection is gone either way
+    task = asyncio.ensure_future(_resume(closing, waiting_on))
     task.add_done_callback(_retrieve)
     deadline = asyncio.get_running_loop().time() + timeout
     cancelled = False
@@ -138,6 +150,25 @@ async def close_response(response: httpx.Response, timeout: float = CLOSE_TIMEOU
             break  # the close failed: the connection is gone either way
     if cancelled:
         raise asyncio.CancelledError
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, None], waiting_on: Any) -> Generator[Any, Any, None]:
+    """Go on driving ``coro`` from where it suspended (it yielded ``waiting_on``), as
+    ``await`` would have: what it waits on is handed to the task, results and exceptions back."""
+    while True:
+        try:
+            sent = yield waiting_on
+        except BaseException as e:  # a cancellation or a timeout from the task: into the close
+            try:
+                waiting_on = coro.throw(e)
+            except StopIteration:
+                return
+        else:
+            try:
+                waiting_on = coro.send(sent)
+            except StopIteration:
+                return
 
 
 def _retrieve(task: asyncio.Future[None]) -> None:
