@@ -193,3 +193,34 @@ async def test_a_stream_opened_while_its_session_ends_does_not_leak_or_block_shu
     finally:
         release.set()
         assert await hp.stop(signal.SIGTERM, timeout=15) == 0
+
+
+async def test_a_call_still_running_when_the_shutdown_grace_ends_is_answered_shutting_down(
+    short_tmp: Path, upstream: Upstream
+) -> None:
+    """Issue 12 item 6: the answer comes before the session closes, retryable."""
+    release = asyncio.Event()
+
+    @upstream.route("/hold")
+    async def hold(_: Request) -> Response:
+        await release.wait()  # no headers until released
+        return Response(200, body=b"late")
+
+    hp = await start_hostd(short_tmp, "--shutdown-grace", "0.3")
+    try:
+        assert hp.socket is not None
+        async with await RawConn.open(hp.socket) as conn:
+            request = {"jsonrpc": "2.0", "id": 3, "method": "host.http.do", "params": {"url": upstream.url + "/hold"}}
+            await conn.send_json(request)
+            await upstream.wait_for(lambda: upstream.open_connections == 1)  # the call is waiting for headers
+            hp.proc.send_signal(signal.SIGTERM)
+            answer = await conn.line()
+            assert answer["id"] == 3
+            assert answer["error"]["code"] == -32000
+            assert answer["error"]["message"] == "hostd shutting down"
+            assert answer["error"]["data"] == {"code": "host_call_failed", "retryable": True}
+        async with asyncio.timeout(15):
+            assert await hp.proc.wait() == 0
+    finally:
+        release.set()
+        await hp.stop()
