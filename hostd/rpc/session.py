@@ -259,13 +259,13 @@ class Session:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._task_group = tg
+                if FAULTS_ON:
+                    inject(f"session:{self.kind}")
                 early, self._early = self._early, []
                 for data in early:  # what arrived before the session ran (even if EOF followed)
                     self._feed(data)
                 if not self.closing and self._input is not None:
                     self._input.resume_reading()
-                if FAULTS_ON:
-                    inject(f"session:{self.kind}")
                 grace = await self._wait_end(shutdown, grace_s)
                 self._input_end(self.end_reason or "shutdown")
                 if not self.outbox.lost and self.dispatcher.tasks:
