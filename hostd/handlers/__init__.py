@@ -8,6 +8,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any
 
+from hostd.handlers import affinity as _affinity
 from hostd.handlers import auth as _auth
 from hostd.handlers import control as _control
 from hostd.handlers import hostd as _hostd
@@ -15,7 +16,7 @@ from hostd.handlers import http as _http
 from hostd.handlers import log as _log
 from hostd.handlers import model as _model
 from hostd.handlers import stream as _stream
-from hostd.handlers.base import Method
+from hostd.rpc.methods import Method
 
 
 def _table(*families: tuple[Method[Any], ...]) -> MappingProxyType[str, Method[Any]]:
@@ -29,7 +30,9 @@ def _table(*families: tuple[Method[Any], ...]) -> MappingProxyType[str, Method[A
 
 def plugin_methods() -> MappingProxyType[str, Method[Any]]:
     """Methods a plugin session serves (``$/cancelRequest`` is handled by the session)."""
-    return _table(_hostd.METHODS, _http.METHODS, _model.METHODS, _auth.METHODS, _stream.METHODS, _log.METHODS)
+    return _table(
+        _hostd.METHODS, _http.METHODS, _model.METHODS, _auth.METHODS, _stream.METHODS, _log.METHODS, _affinity.METHODS
+    )
 
 
 def control_methods() -> MappingProxyType[str, Method[Any]]:
