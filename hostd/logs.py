@@ -65,6 +65,7 @@ TRACE, DEBUG, INFO, WARN, ERROR = 5, 10, 20, 30, 40
 LEVELS = {"trace": TRACE, "debug": DEBUG, "info": INFO, "warn": WARN, "warning": WARN, "error": ERROR}
 LEVEL_NAMES = {TRACE: "trace", DEBUG: "debug", INFO: "info", WARN: "warn", ERROR: "error"}
 BATCH_DELAY_S = 0.005
+WRITE_LINES = 1024  # lines joined into one write
 DEFAULT_MAX_LINE_BYTES = 64 * 1024
 DEFAULT_MAX_QUEUE_BYTES = 8 * 1024 * 1024
 
@@ -118,6 +119,7 @@ class Logger(_Methods):
         self._fd = sys.stderr.fileno() if fd is None else fd
         self.journal = journal_stream_matches(self._fd, environ)
         self._text = False
+        self._plain_json = False  # JSON without a journald prefix: emit_record's fast path
         self.set_format(fmt)
         self.max_line_bytes = max_line_bytes
         self.max_queue_bytes = max_queue_bytes
@@ -131,9 +133,12 @@ class Logger(_Methods):
         self._queued_in = 0  # bytes queued, written by the caller's thread only
         self._queued_out = 0  # bytes taken by the writer, written by the writer thread only
         self._wake = threading.Event()
+        self._idle = False  # the writer waits on _wake: the next line sets it (once, not per line)
         self._stopping = False
         self._second = -1
         self._second_text = ""
+        self._milli = -1
+        self._milli_text = ""
         self._thread = threading.Thread(target=self._drain, name="hostd-log", daemon=True)
         self._thread.start()
 
@@ -152,6 +157,7 @@ class Logger(_Methods):
                 self._text = False
         else:
             self._text = fmt == "text"
+        self._plain_json = not self._text and not self.journal
 
     @property
     def format(self) -> str:
@@ -211,13 +217,18 @@ class Logger(_Methods):
     # Writing ---------------------------------------------------------------------------
 
     def _timestamp(self) -> str:
-        """UTC with milliseconds, ``2026-11-25T12:00:00.123Z``; the formatted second is reused."""
-        now = time.time()
-        second = int(now)
+        """UTC with milliseconds, ``2026-11-25T12:00:00.123Z``: formatted once per millisecond
+        (a busy daemon writes many lines in one), the date and time once per second."""
+        milli = int(time.time() * 1000)
+        if milli == self._milli:
+            return self._milli_text
+        second, rest = divmod(milli, 1000)
         if second != self._second:
             self._second = second
             self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._second_text}.{int((now - second) * 1000):03d}Z"
+        self._milli = milli
+        self._milli_text = text = f"{self._second_text}.{rest:03d}Z"
+        return text
 
     def log(self, level: int, msg: str, **fields: Any) -> None:
         if level < self.threshold:
@@ -244,13 +255,24 @@ class Logger(_Methods):
         if queued >= self.max_queue_bytes or len(self._queue) >= self._max_queued:
             self.dropped += 1
             return
-        line = self.encode(record)
-        if queued + len(line) > self.max_queue_bytes:
+        if self._plain_json:  # the common case, inline: one orjson call, newline included
+            try:
+                line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
+            except TypeError:  # orjson.JSONEncodeError: encode() writes such values as text
+                line = self.encode(record)
+            else:
+                if len(line) > self.max_line_bytes:
+                    line = self.encode(record)
+        else:
+            line = self.encode(record)
+        size = len(line)
+        if queued + size > self.max_queue_bytes:
             self.dropped += 1
             return
-        self._queued_in += len(line)
+        self._queued_in += size
         self._queue.append(line)
-        if not self._wake.is_set():
+        if self._idle:
+            self._idle = False
             self._wake.set()
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
@@ -272,15 +294,20 @@ class Logger(_Methods):
         return prefix + body + b"\n"
 
     def _drain(self) -> None:
+        queue = self._queue
         while True:
-            self._wake.wait()
+            self._wake.clear()
+            self._idle = True
+            # A line queued after the clear either sees _idle (and sets _wake) or is seen here.
+            if not queue and not self._stopping:
+                self._wake.wait()
+            self._idle = False
             if not self._stopping:
                 # Let a burst gather: one wake-up and one write per few milliseconds, rather than
                 # a thread switch (and a fight for the GIL) per line.
                 time.sleep(BATCH_DELAY_S)
-            self._wake.clear()
-            while self._queue:
-                chunk = [self._queue.popleft() for _ in range(min(len(self._queue), 256))]
+            while queue:
+                chunk = [queue.popleft() for _ in range(min(len(queue), WRITE_LINES))]
                 data = b"".join(chunk)
                 self._queued_out += len(data)
                 try:

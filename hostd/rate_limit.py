@@ -44,10 +44,19 @@ class TokenBucket:
             self._tokens = min(self.burst, self._tokens + elapsed * self.rate_per_s)
 
     def take(self) -> bool:
-        self._refill()
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        # _refill inlined: take() runs once per written host.log line.
+        now = self._clock()
+        elapsed = now - self._last
+        self._last = now
+        tokens = self._tokens
+        if elapsed > 0:
+            tokens += elapsed * self.rate_per_s
+            if tokens > self.burst:
+                tokens = self.burst
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
             return True
+        self._tokens = tokens
         self.dropped += 1
         self._unreported += 1
         return False

@@ -8,6 +8,7 @@ lets a value under a secret-looking key through.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 REDACTED = "[redacted]"
@@ -52,6 +53,25 @@ def redact(value: Any, _depth: int = 0) -> Any:
             return TOO_DEEP
         return [redact(v, _depth + 1) for v in value]
     return value
+
+
+def merge_redacted(record: dict[str, Any], fields: Mapping[str, Any]) -> None:
+    """Add ``fields`` to ``record`` with secrets redacted, by ``host.log``'s rules: each key
+    stripped of surrounding whitespace; blank keys, and keys ``record`` already has, left out."""
+    known = _secret_cache.get  # the cache looked up inline: this runs for every field written
+    for key, value in fields.items():
+        key = key.strip()
+        if not key or key in record:
+            continue
+        secret = known(key)
+        if secret is None:
+            secret = is_secret_key(key)
+        if secret:
+            record[key] = REDACTED
+        elif isinstance(value, (dict, list)):
+            record[key] = redact(value)
+        else:
+            record[key] = value
 
 
 def redact_headers(headers: dict[str, list[str]] | None) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import tracemalloc
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
+from hostd.client import RpcError
 from hostd.logs import (
     DEBUG,
     ERROR,
@@ -108,6 +110,37 @@ async def test_lines_below_the_level_are_not_written(hostd: HostdProcess) -> Non
     assert not any("too quiet" in line for line in hostd.stderr_lines)
 
 
+@pytest.mark.parametrize("level", ["error", "trace"], ids=["written", "filtered"])
+async def test_fields_that_are_not_an_object_are_invalid_params(hostd: HostdProcess, level: str) -> None:
+    async with await hostd.connect() as c:
+        with pytest.raises(RpcError) as e:
+            await c.call("host.log", {"level": level, "message": "m", "fields": [1]}, timeout=5)
+        assert e.value.code == -32602
+        assert e.value.message == "decode host log request: Expected `object | null`, got `array` - at `$.fields`"
+        assert await c.call("host.log", {"level": level, "message": "m", "fields": None}, timeout=5) == {}
+
+
+async def test_over_the_rate_limit_lines_are_dropped_counted_and_warned_once(short_tmp: Path) -> None:
+    config = short_tmp / "hostd.toml"
+    config.write_text("[log]\nplugin_lines_per_s = 1\nplugin_burst = 2\n")
+    async with running_hostd(short_tmp, "--config", str(config), control=True) as hp:
+        async with await hp.connect() as c:
+            await c.call("hostd.hello", {"plugin_id": "chatty"}, timeout=5)
+            for i in range(20):
+                assert await c.call("host.log", {"level": "info", "message": f"line {i}"}, timeout=5) == {}
+            with pytest.raises(RpcError) as e:  # a bad line over the limit is still an error
+                await c.call("host.log", {"level": "info", "message": "m", "fields": "x"}, timeout=5)
+            assert e.value.code == -32602
+        warning = orjson.loads(await hp.wait_log("plugin log lines dropped"))
+        async with await hp.connect_control() as ctl:
+            status = await ctl.call("hostd.status", timeout=5)
+    # 2 in the burst, then 1 a second: the call loop would have to last 8 s for fewer than 10 drops
+    assert status["totals"]["dropped_log_lines"] >= 10
+    assert warning["plugin"] == "chatty" and warning["dropped"] >= 1
+    written = [line for line in hp.stderr_lines if '"msg":"line ' in line]
+    assert 2 <= len(written) <= 20 - status["totals"]["dropped_log_lines"]
+
+
 def test_secret_key_matching_ignores_case_dashes_and_underscores() -> None:
     assert is_secret_key("X-API-KEY")
     assert is_secret_key("apiKey")
@@ -199,6 +232,21 @@ def test_a_long_text_line_is_cut_and_marked() -> None:
     [line] = lines()
     assert len(line) + 1 <= 512 and line.endswith(b" truncated=true")
     line.decode()  # still valid UTF-8
+
+
+def test_a_line_queued_after_the_writer_went_idle_is_written_without_a_flush() -> None:
+    read_fd, write_fd = os.pipe()
+    logger = Logger("info", fd=write_fd)
+    try:
+        for n in range(3):  # each line finds the writer waiting: it must wake it
+            logger.info("again", n=n)
+            ready, _, _ = select.select([read_fd], [], [], 10)
+            assert ready, "the writer did not wake for a line"
+            assert orjson.loads(os.read(read_fd, 65536))["n"] == n
+    finally:
+        logger.flush()
+        os.close(write_fd)
+        os.close(read_fd)
 
 
 def test_over_the_queue_byte_bound_lines_are_dropped_and_counted() -> None:

@@ -12,7 +12,8 @@ from typing import Any
 import msgspec
 
 from hostd.errors import InvalidParams
-from hostd.logs import LEVEL_NAMES, LEVELS, REDACTED, TokenBucket, is_secret_key, redact
+from hostd.logs import LEVEL_NAMES, LEVELS, TokenBucket
+from hostd.redact import merge_redacted
 from hostd.rpc.methods import CallContext, host_method
 
 _EMPTY: dict[str, Any] = {}  # never mutated: encoded as the result {}
@@ -31,6 +32,9 @@ class _Fields(msgspec.Struct):
 
 
 _fields_decoder = msgspec.json.Decoder(_Fields)
+# Once the first byte says object or null, ``fields`` decodes straight to a dict: no copy of
+# the bytes and no wrapper (the wrapped decode above is kept for its error message).
+_dict_decoder = msgspec.json.Decoder(dict[str, Any] | None)
 
 
 _OBJECT_OR_NULL = frozenset(b"{n")
@@ -46,38 +50,45 @@ def _decode_fields(raw: bytes) -> dict[str, Any] | None:
 
 @host_method("host.log", LogParams, "host log", inline=True)
 def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
-    logger = ctx.services.logger
+    services = ctx.services
+    logger = services.logger
+    session = ctx.session
+    plugin_id = session.plugin_id
     raw = params.fields
-    if raw and memoryview(raw)[0] not in _OBJECT_OR_NULL:  # the decode error, as before
-        _decode_fields(bytes(raw))
     level = LEVELS.get(params.level)  # the usual spelling first: no strip/lower per call
     if level is None:
         level = LEVELS.get(params.level.strip().lower(), 10)
-    if level < logger.plugin_threshold(ctx.plugin_id):
+    if level < logger.plugin_threshold(plugin_id):
+        if raw and memoryview(raw)[0] not in _OBJECT_OR_NULL:  # the decode error, as before
+            _decode_fields(bytes(raw))
         return _EMPTY
-    session = ctx.session
+    fields = None
+    if raw:  # decoded before the rate limit: a bad ``fields`` is an error even when dropped
+        try:
+            fields = _dict_decoder.decode(raw)
+        except msgspec.ValidationError:
+            _decode_fields(bytes(raw))  # raises the error the wrapped decode words
+            raise
     bucket = session.log_bucket
     if bucket is None:
-        cfg = ctx.services.config.log
+        cfg = services.config.log
         bucket = session.log_bucket = TokenBucket(cfg.plugin_lines_per_s, cfg.plugin_burst)
     if not bucket.take():  # over plugin_lines_per_s: dropped and counted, one warning a second
-        ctx.services.counters.dropped_log_lines += 1
+        services.counters.dropped_log_lines += 1
         if dropped := bucket.warning_due():
-            logger.warn("plugin log lines dropped: over the rate limit", plugin=ctx.plugin_id, dropped=dropped)
+            logger.warn("plugin log lines dropped: over the rate limit", plugin=plugin_id, dropped=dropped)
         return _EMPTY
     record: dict[str, Any] = {
         "ts": None,
         "level": LEVEL_NAMES[level],
         "msg": params.message.strip() or "plugin log",
-        "plugin": ctx.plugin_id,
-        "session": ctx.session.id,
+        "plugin": plugin_id,
+        "session": session.id,
     }
-    if ctx.request_id:
-        record["request_id"] = ctx.request_id
-    for key, value in ((_decode_fields(bytes(raw)) if raw else None) or {}).items():
-        key = key.strip()
-        if key and key not in record:
-            record[key] = REDACTED if is_secret_key(key) else redact(value)
+    if request_id := ctx.request_id:
+        record["request_id"] = request_id
+    if fields:
+        merge_redacted(record, fields)
     logger.emit_record(record)
     return _EMPTY
 
