@@ -94,9 +94,11 @@ def build_services(config: Config, logger: Logger) -> Services:
         services.scopes.close_session(session.id)
 
     services.end_hooks += [close_streams, close_scopes, services.emit.close_reader]
-    operations = getattr(services, "operations", None)
-    if operations is not None:
-        services.end_hooks.append(lambda s: operations.close_session(s.id))
+
+    def close_operations(session: Session) -> None:
+        services.operations.close_session(session.id)
+
+    services.end_hooks.append(close_operations)
     return services
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 import orjson
 
-from hostd.errors import HostCallFailed, InvalidParams
+from hostd.errors import Forbidden, HostCallFailed, InvalidParams
 from hostd.rpc.messages import fragment
 from hostd.rpc.methods import CallContext, Method
 
@@ -55,18 +55,25 @@ class _Probe(msgspec.Struct):
 _probe = msgspec.json.Decoder(_Probe).decode
 
 
+# Methods whose host_callback_id only names the caller: never scope-checked (§7).
+_UNCHECKED = frozenset({"host.http.cancel"})
+
+
 class _RelayDecoder:
     """Keeps the params bytes; reads only ``host_callback_id`` (for the dispatcher's scope lookup)."""
 
-    __slots__ = ("what",)
+    __slots__ = ("checked", "what")
 
     def __init__(self, what: str) -> None:
         self.what = what
+        self.checked = what not in _UNCHECKED
 
     def exact(self, raw: Any) -> RelayParams:
         data = bytes(raw)
         callback_id = _probe(data).host_callback_id
-        return RelayParams(data, callback_id if isinstance(callback_id, str) else "")
+        if not self.checked or not isinstance(callback_id, str):
+            callback_id = ""
+        return RelayParams(data, callback_id)
 
     recover = exact
     decode = exact
@@ -88,7 +95,18 @@ def relay_method(name: str, target: RelayTarget) -> Method[RelayParams]:
         params = orjson.loads(p.raw)
         if not isinstance(params, dict):
             raise InvalidParams("params must be an object")
-        if p.host_callback_id:
+        if name in _UNCHECKED and isinstance(params.get("host_callback_id"), str):
+            # Only identifies the caller: the proxy's id when the scope is this session's, else none.
+            try:
+                found = ctx.services.scopes.lookup(params["host_callback_id"], ctx.session.id)
+            except Forbidden:
+                found = None
+            proxy_id = found.invoker_callback_id if found is not None else None
+            if isinstance(proxy_id, str) and proxy_id:
+                params["host_callback_id"] = proxy_id
+            else:
+                del params["host_callback_id"]
+        elif p.host_callback_id:
             scope = ctx.scope
             if scope is None or scope.closed:
                 if name in _NOT_OPEN_REFUSED and not params.get("operation_id"):
