@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only calls,peer,relay,model,scale] [--output PATH]``.
+"""``python -m bench [--quick] [--only calls,peer,relay,model,scale,native] [--output PATH]``.
 
 Runs the sections in order, prints the tables and the targets, and writes the results
 (every figure, each run's settings, the machine) as JSON to ``bench/results.json``.
@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from bench import calls, model, peer, relay, report, scale
+from bench import calls, model, native, peer, relay, report, scale
 from bench.common import BENCH_DIR, BenchError, Settings, build_loadgen, machine_info, raise_nofile_limit
 
 SECTIONS: dict[str, Callable[[Settings], dict[str, Any]]] = {
@@ -27,6 +27,7 @@ SECTIONS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "relay": relay.run,
     "model": model.run,
     "scale": scale.run,
+    "native": native.run,
 }
 
 

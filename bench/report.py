@@ -218,7 +218,50 @@ def _scale(data: dict[str, Any]) -> list[str]:
     return [f"### Scale: open HTTP streams held by one hostd ({data['loop']})", "", *_table(head, rows)]
 
 
-RENDER = {"calls": _calls, "peer": _peer, "relay": _relay, "model": _model, "scale": _scale}
+def _native(data: dict[str, Any]) -> list[str]:
+    rows = []
+    for loop, f in data["loops"].items():
+        n, o, inv = f["native_host_log"], f["ordinary_host_log"], f["invoke"]
+        r = f["ratios"]
+        rows.append(
+            [
+                loop,
+                _n(o["p50_us"], 1),
+                _n(o["p99_us"], 1),
+                _n(n["p50_us"], 1),
+                _n(n["p99_us"], 1),
+                _x(r["host_log_p50_native_vs_ordinary"]),
+                _x(r["host_log_p99_native_vs_ordinary"]),
+                _n(n["p50_us"] - o["p50_us"], 1),
+                _n(inv["p50_us"], 1),
+                _n(inv["p99_us"], 1),
+            ]
+        )
+    head = [
+        "loop",
+        "ordinary plugin host.log p50 µs",
+        "p99 µs",
+        "native plugin thread host.log p50 µs",
+        "p99 µs",
+        "p50 native ÷ ordinary",
+        "p99 native ÷ ordinary",
+        "worker adds (p50) µs",
+        "hostd.invoke echo p50 µs",
+        "p99 µs",
+    ]
+    return [
+        "### Native: host.log round trip from a native plugin thread (hostd run --native) vs an ordinary plugin",
+        "",
+        *_table(head, rows),
+        "",
+        "Ordinary plugin: the C load client on hostd's stdio pipes, one call at a time. Native: "
+        "`tests/native/testplugin.c`'s `bench.host_log`, timed in C around `host->call` on a plugin thread "
+        "(worker → pipe → hostd → pipe → worker). Invoke: `hostd.invoke` of the plugin's `echo` from the "
+        "control socket (C load client → hostd → worker → plugin and back). hostd at `--log-level info`.",
+    ]
+
+
+RENDER = {"calls": _calls, "peer": _peer, "relay": _relay, "model": _model, "scale": _scale, "native": _native}
 
 
 def targets(sections: dict[str, Any]) -> list[dict[str, Any]]:
@@ -251,6 +294,10 @@ def targets(sections: dict[str, Any]) -> list[dict[str, Any]]:
     if "ratios" in model:
         v = max(model["ratios"].values())
         add("model stream relay events/s vs direct httpx (best depth; no target set)", v, "(none)", True, _x(v))
+    native = sections.get("native", {})
+    for loop, f in native.get("loops", {}).items():
+        v = f["ratios"]["host_log_p50_native_vs_ordinary"]
+        add(f"native plugin host.log p50 vs ordinary plugin ({loop}; no target set)", v, "(none)", True, _x(v))
     scale = sections.get("scale", {})
     if "rss_open_bytes" in scale:
         wanted = scale.get("streams_wanted", scale["streams"])

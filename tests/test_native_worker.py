@@ -363,6 +363,16 @@ def test_the_bench_probe_makes_sequential_host_calls_from_a_plugin_thread(libs: 
         result = worker.invoke("bench.host_log", {"n": 50})
         assert (result["n"], result["ok"]) == (50, 50) and result["total_ns"] > 0
         assert len(worker.wait_requests("host.log", 50)) == 50
+        assert "samples_ns" not in result
+
+
+def test_the_bench_probe_returns_each_round_trip_when_asked(libs: dict[str, Path]) -> None:
+    with running(libs["plugin"]) as worker:
+        result = worker.invoke("bench.host_log", {"n": 20, "samples": 1})
+        assert (result["n"], result["ok"]) == (20, 20)
+        samples = result["samples_ns"]
+        assert len(samples) == 20 and all(isinstance(s, int) and s > 0 for s in samples)
+        assert sum(samples) <= result["total_ns"]
 
 
 def test_host_calls_are_re_entrant_while_other_invokes_run(libs: dict[str, Path]) -> None:

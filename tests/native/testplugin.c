@@ -204,30 +204,54 @@ static int threads(const char* req, size_t len, cliproxy_buffer* resp) {
     return ok_result(resp, buf);
 }
 
-/* --- bench.host_log: n sequential host.log round trips from a thread the plugin made --- */
-typedef struct { long n; long ok; long long total_ns; } bench_args;
+/* --- bench.host_log: n sequential host.log round trips from a thread the plugin made ---
+ * {"n": N} returns {"n","ok","total_ns"}; with "samples":1 also "samples_ns": each round trip's
+ * time (bench/native.py takes its percentiles from them). */
+typedef struct { long n; long ok; long long total_ns; long long* samples; } bench_args;
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
 static void* bench_thread(void* arg) {
     bench_args* a = arg;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long long t0 = now_ns();
     for (long i = 0; i < a->n; i++) {
         cliproxy_buffer out = {0};
+        long long s = a->samples ? now_ns() : 0;
         int rc = host->call(host->host_ctx, "host.log", (const uint8_t*)"{\"level\":\"debug\",\"message\":\"bench\"}", 35, &out);
+        if (a->samples) a->samples[i] = now_ns() - s;
         if (rc == 0 && out.ptr) a->ok++;
         if (out.ptr) host->free_buffer(out.ptr, out.len);
     }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    a->total_ns = (long long)(t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
+    a->total_ns = now_ns() - t0;
     return NULL;
 }
 static int bench_host_log(const char* req, size_t len, cliproxy_buffer* resp) {
-    bench_args a = {json_int(req, len, "n", 1000), 0, 0};
+    long n = json_int(req, len, "n", 1000);
+    if (n < 0) n = 0;
+    bench_args a = {n, 0, 0, NULL};
+    if (json_int(req, len, "samples", 0) == 1 && n > 0) a.samples = calloc((size_t)n, sizeof(long long));
     pthread_t t;
     pthread_create(&t, NULL, bench_thread, &a);
     pthread_join(t, NULL);
+    sb b = {0};
     char buf[128];
-    snprintf(buf, sizeof buf, "{\"n\":%ld,\"ok\":%ld,\"total_ns\":%lld}", a.n, a.ok, a.total_ns);
-    return ok_result(resp, buf);
+    snprintf(buf, sizeof buf, "{\"n\":%ld,\"ok\":%ld,\"total_ns\":%lld", a.n, a.ok, a.total_ns);
+    sb_add(&b, buf);
+    if (a.samples) {
+        sb_add(&b, ",\"samples_ns\":[");
+        for (long i = 0; i < n; i++) {
+            snprintf(buf, sizeof buf, i ? ",%lld" : "%lld", a.samples[i]);
+            sb_add(&b, buf);
+        }
+        sb_add(&b, "]");
+        free(a.samples);
+    }
+    sb_add(&b, "}");
+    int rc = ok_result(resp, b.s);
+    free(b.s);
+    return rc;
 }
 
 /* --- raw host->call cases: {"rc": N, "resp": <envelope or null>} --- */
