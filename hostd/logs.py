@@ -17,10 +17,11 @@ Under journald (``$JOURNAL_STREAM`` names stderr) every line starts with the sd-
 ``<N>`` priority prefix, so ``journalctl -p err`` finds the errors.
 
 This module is the Logger and its writer thread; the rest lives beside it and is re-exported
-here, where the daemon imports it from: line formatting in :mod:`hostd.log_format`,
-redaction and the secret-key check in :mod:`hostd.redact`, the per-session rate limit in
-:mod:`hostd.rate_limit`. This module never reads configuration files, never blocks the
-caller on the log fd, and never logs a value under a secret-looking key.
+here, where the daemon imports it from: the levels in :mod:`hostd.log_levels`, line
+formatting in :mod:`hostd.log_format`, redaction and the secret-key check in
+:mod:`hostd.redact`, the per-session rate limit in :mod:`hostd.rate_limit`. This module
+never reads configuration files, never blocks the caller on the log fd, and never logs a
+value under a secret-looking key.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from hostd.log_format import (
     text_line,
     truncate_json,
 )
+from hostd.log_levels import DEBUG, ERROR, INFO, LEVEL_NAMES, LEVELS, TRACE, WARN, LevelMethods, parse_level
 from hostd.rate_limit import TokenBucket
 from hostd.redact import (
     MAX_REDACT_DEPTH,
@@ -61,45 +63,16 @@ from hostd.redact import (
 if TYPE_CHECKING:
     from hostd.config import Config
 
-TRACE, DEBUG, INFO, WARN, ERROR = 5, 10, 20, 30, 40
-LEVELS = {"trace": TRACE, "debug": DEBUG, "info": INFO, "warn": WARN, "warning": WARN, "error": ERROR}
-LEVEL_NAMES = {TRACE: "trace", DEBUG: "debug", INFO: "info", WARN: "warn", ERROR: "error"}
 BATCH_DELAY_S = 0.005
 WRITE_LINES = 1024  # lines joined into one write
 DEFAULT_MAX_LINE_BYTES = 64 * 1024
 DEFAULT_MAX_QUEUE_BYTES = 8 * 1024 * 1024
 
 
-def parse_level(name: str, default: int = INFO) -> int:
-    return LEVELS.get(name.strip().lower(), default)
-
-
 # The logger ----------------------------------------------------------------------------------
 
 
-class _Methods:
-    """``trace`` … ``error`` for anything with ``log(level, msg, **fields)``."""
-
-    def log(self, level: int, msg: str, **fields: Any) -> None:
-        raise NotImplementedError
-
-    def trace(self, msg: str, **fields: Any) -> None:
-        self.log(TRACE, msg, **fields)
-
-    def debug(self, msg: str, **fields: Any) -> None:
-        self.log(DEBUG, msg, **fields)
-
-    def info(self, msg: str, **fields: Any) -> None:
-        self.log(INFO, msg, **fields)
-
-    def warn(self, msg: str, **fields: Any) -> None:
-        self.log(WARN, msg, **fields)
-
-    def error(self, msg: str, **fields: Any) -> None:
-        self.log(ERROR, msg, **fields)
-
-
-class Logger(_Methods):
+class Logger(LevelMethods):
     """The process-wide logger. ``log`` is safe to call from the event loop at any rate."""
 
     def __init__(
@@ -326,7 +299,7 @@ class Logger(_Methods):
         self._thread.join(max(0.0, deadline - time.monotonic()))
 
 
-class NamedLogger(_Methods):
+class NamedLogger(LevelMethods):
     """A named view of a :class:`Logger` (``hostd.upstream``): its own level from ``[log] levels``."""
 
     def __init__(self, parent: Logger, name: str) -> None:
@@ -390,6 +363,7 @@ __all__ = [
     "TOO_DEEP",
     "TRACE",
     "WARN",
+    "LevelMethods",
     "Logger",
     "NamedLogger",
     "TokenBucket",
