@@ -5,8 +5,10 @@ a stand-in for CLIProxyAPI's model API (unless ``HOSTD_MODEL_BASE_URL`` names a 
 an auth directory with one credential, and ``hostd serve`` with its plugin and control sockets.
 Then it runs the example plugins of every SDK it can (Python always; Node when ``node`` and
 ``plugins/node/examples`` are there; Go when a Go toolchain and ``plugins/go/examples`` are
-there), invokes them from the control socket as the proxy would, runs the bash example, and
-prints what each plugin called and what came back, one ``host.*`` family at a time.
+there), invokes them from the control socket as the proxy would, runs the bash example, runs a
+C plugin library (``plugins/native/``, built with ``cc`` when there is one) under
+``hostd run --native``, and prints what each plugin called and what came back, one ``host.*``
+family at a time.
 
 Everything it starts is stopped before it exits. It never imports from ``tests/``.
 """
@@ -451,9 +453,112 @@ async def section_bash(demo: Demo) -> None:
         demo.failures.append("bash")
 
 
-# A native plugin (hostd run --native, PROTOCOL §14) gets its section here: write
-# `async def section_native(demo: Demo) -> None` (it may start its own `hostd run` and print
-# with heading() and line()) and add it to this list.
+async def build_native(demo: Demo) -> Path | None:
+    """``cc`` plugins/native/demo_native.c into the demo's directory; None (and a note) without ``cc``."""
+    cc = os.environ.get("CC") or shutil.which("cc")
+    if cc is None:
+        print("  (not run: no C compiler (cc) to build plugins/native/demo_native.c)")
+        return None
+    out = demo.workdir / "native"
+    out.mkdir()
+    lib = out / "demo-native-v1.0.0.so"  # the proxy's naming: plugin id demo-native, version 1.0.0
+    proc = await asyncio.create_subprocess_exec(
+        cc, "-shared", "-fPIC", "-O2", "-o", str(lib), str(HERE / "native" / "demo_native.c"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(T):
+        output, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError("cc failed: " + output.decode(errors="replace").strip()[-300:])
+    return lib
+
+
+async def _native_invoke(proc: asyncio.subprocess.Process, control: str, params: dict[str, Any]) -> dict[str, Any]:
+    """management.handle through the control socket, once hostd listens and the worker said hello."""
+    request = {"plugin_id": "demo-native", "method": "management.handle", "params": params}
+    async with asyncio.timeout(T):
+        while True:
+            if proc.returncode is not None:
+                raise RuntimeError(f"hostd run exited with {proc.returncode}")
+            try:
+                async with await Client.connect(f"unix:{control}") as ctl:
+                    return dict((await ctl.call("hostd.invoke", request, timeout=T))["result"])
+            except OSError:
+                pass  # the control socket is not there yet
+            except RpcError as e:
+                if e.data.get("code") != "plugin_unavailable":
+                    raise
+            await asyncio.sleep(0.05)  # hostd is starting, or the worker is still loading the library
+
+
+async def section_native(demo: Demo) -> None:
+    heading("hostd run --native: an unmodified C plugin library (CLIProxyAPI's C ABI) in a worker process")
+    try:
+        lib = await build_native(demo)
+    except (RuntimeError, TimeoutError, OSError) as e:
+        line("native", "cc plugins/native/demo_native.c", _why(e))
+        demo.failures.append("native")
+        return
+    if lib is None:
+        return
+    control = str(demo.workdir / "native" / "control.sock")
+    env = {k: v for k, v in os.environ.items() if k not in ("HOSTD_CONFIG", "HOSTD_SOCKET")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hostd", "run", "--native", str(lib), "--control", f"unix:{control}",
+        "--auth-dir", "", "--model-base-url", "", "--log-level", "info", "--log-format", "json",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        env=env, start_new_session=True,
+    )  # fmt: skip
+    print(f"  built $DEMO/native/{lib.name} with cc (plugin id demo-native: the file name, as the proxy)")
+    print("  hostd run --native $DEMO/native/" + lib.name + " --control unix:$DEMO/native/control.sock")
+    stderr = asyncio.ensure_future(proc.stderr.read() if proc.stderr else asyncio.sleep(0, b""))
+    try:
+        result = await _native_invoke(proc, control, {"url": demo.upstream.url + "/hello"})
+        line("native", "hostd.invoke management.handle url=…/hello", "{plugin, greeting, log, http}")
+        print(f"{'':<10}plugin says: {result.get('plugin')}: {_quote(str(result.get('greeting', '')))}")
+        log = result.get("log", {})
+        line("native", 'host->call host.log info "native management.handle"', json.dumps(log))
+        http = result.get("http", {})
+        if http.get("ok"):
+            page = http["result"]
+            body = base64.b64decode(page.get("Body") or "").decode(errors="replace")
+            line("native", "host->call host.http.do GET /hello", f"{page.get('StatusCode')} {_quote(body)}")
+        else:
+            line("native", "host->call host.http.do GET /hello", json.dumps(http))
+            demo.failures.append("native")
+        if not log.get("ok"):
+            demo.failures.append("native")
+    except (RpcError, RuntimeError, OSError, TimeoutError, KeyError, ValueError) as e:
+        line("native", "hostd.invoke management.handle", _why(e))
+        demo.failures.append("native")
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                async with asyncio.timeout(10):
+                    await proc.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+    logged = [_json_line(raw) for raw in (await stderr).splitlines()]
+    entry = next((x for x in logged if x.get("msg") == "native management.handle"), None)
+    if entry is not None:
+        extra = " ".join(f"{k}={entry[k]}" for k in ("plugin", "request_id", "url") if k in entry)
+        print(f"{'':<10}hostd run's log: level={entry.get('level')} msg={entry.get('msg')!r} {extra}")
+    print(f"{'':<10}a crash in the library ends the worker only; hostd restarts it (docs/native.md)")
+    print(f"{'':<10}hostd run stopped (exit {proc.returncode})")
+
+
+def _json_line(raw: bytes) -> dict[str, Any]:
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        return {}
+    return entry if isinstance(entry, dict) else {}
+
+
 SECTIONS: list[Callable[[Demo], Awaitable[None]]] = [
     section_log,
     section_http,
@@ -461,6 +566,7 @@ SECTIONS: list[Callable[[Demo], Awaitable[None]]] = [
     section_auth,
     section_host_side,
     section_bash,
+    section_native,  # hostd run --native (PROTOCOL §14): its own hostd run, with --control
 ]
 
 
