@@ -318,7 +318,7 @@ class StreamTable:
 
     def close_id(self, stream_id: str, owner: StreamOwner, kind: StreamKind, reason: str) -> None:
         """``*.stream_close``: close ``owner``'s stream of ``kind`` if open; unknown ids are fine."""
-        stream = self.get(stream_id.strip(), owner, kind)
+        stream = self.get(stream_id, owner, kind)  # compared exactly as sent (§3)
         if stream is not None:
             self.close(stream, reason)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hostd.rpc.framing import LineFramer
@@ -25,13 +25,15 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     return pieces
 
 
+@settings(max_examples=2000)
 @given(
     st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=20),
     st.lists(st.integers(min_value=0, max_value=10_000), max_size=10),
 )
 def test_any_split_gives_the_same_lines(lines: list[bytes], cuts: list[int]) -> None:
     data = b"".join(line + b"\n" for line in lines)
-    expected: list[bytes | None] = [line if len(line) <= 16 else None for line in lines]
+    # A trailing \r does not count towards the cap (PROTOCOL §1: it is ignored).
+    expected: list[bytes | None] = [line if len(line.removesuffix(b"\r")) <= 16 else None for line in lines]
     assert feed_all(LineFramer(16), split(data, cuts)) == expected
 
 
@@ -51,3 +53,24 @@ def test_over_long_partial_line_is_reported_before_its_newline_then_discarded() 
 
 def test_line_of_exactly_the_limit_is_accepted() -> None:
     assert LineFramer(3).feed(b"abc\nabcd\n") == [b"abc", None]
+
+
+@settings(max_examples=2000)
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.binary(max_size=60).map(lambda b: b.replace(b"\n", b"").replace(b'"', b""))),
+        max_size=12,
+    ),
+    st.lists(st.integers(min_value=0, max_value=10_000), max_size=10),
+)
+def test_answers_may_be_longer_than_requests_whatever_the_split(
+    items: list[tuple[bool, bytes]], cuts: list[int]
+) -> None:
+    lines = [(b'{"result":"' if is_answer else b'{"method":"') + body + b'"}' for is_answer, body in items]
+    data = b"".join(line + b"\n" for line in lines)
+
+    def allowed(line: bytes) -> bool:  # the framer's allowance; the dispatcher decides requests exactly
+        return len(line) <= 16 or ((b'"result"' in line or b'"error"' in line) and len(line) <= 64)
+
+    expected: list[bytes | None] = [line if allowed(line) else None for line in lines]
+    assert feed_all(LineFramer(16, 64), split(data, cuts)) == expected

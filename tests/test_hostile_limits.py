@@ -100,6 +100,23 @@ async def test_a_line_of_exactly_max_line_bytes_then_crlf_is_served(short_tmp: P
         await hp.stop()
 
 
+async def test_a_request_over_max_line_bytes_that_looks_like_an_answer_is_still_too_large(short_tmp: Path) -> None:
+    hp = await start_hostd(short_tmp, "--max-line-bytes", "1024")
+    try:
+        assert hp.socket is not None
+        async with await RawConn.open(hp.socket) as conn:
+            sneaky = (
+                b'{"result":1,"jsonrpc":"2.0","id":1,"method":"host.log","params":{"message":"' + b"x" * 4000 + b'"}}'
+            )
+            await conn.send(sneaky + b"\n")
+            answer = await conn.line()
+            assert answer["error"]["message"] == "message too large"
+            assert answer["id"] is None
+            assert "result" in await conn.call("hostd.hello", {}, rid=2)
+    finally:
+        await hp.stop()
+
+
 async def test_connections_over_max_sessions_are_closed_unanswered(short_tmp: Path) -> None:
     hp = await start_hostd(short_tmp, "--config", config(short_tmp, "[limits]\nmax_sessions = 2\n"))
     try:
@@ -109,8 +126,8 @@ async def test_connections_over_max_sessions_are_closed_unanswered(short_tmp: Pa
         assert "result" in await a.call("hostd.hello", {}, rid=1)
         assert "result" in await b.call("hostd.hello", {}, rid=1)
         c = await RawConn.open(hp.socket)
-        await c.send(b'{"jsonrpc":"2.0","id":1,"method":"hostd.hello"}\n')
-        with pytest.raises((EOFError, ConnectionError)):
+        with pytest.raises((EOFError, ConnectionError)):  # closed unanswered: the send may fail too
+            await c.send(b'{"jsonrpc":"2.0","id":1,"method":"hostd.hello"}\n')
             await c.line()
         await c.close()
         await hp.wait_log("too many sessions")

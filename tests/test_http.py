@@ -219,8 +219,11 @@ async def test_stream_read_returns_what_is_available_without_waiting_to_fill(
 async def test_stream_read_errors(hostd: HostdProcess) -> None:
     async with await hostd.connect() as c:
         with pytest.raises(RpcError) as e:
-            await c.call("host.http.stream_read", {"stream_id": "  "}, timeout=5)
+            await c.call("host.http.stream_read", {"stream_id": ""}, timeout=5)
         assert (e.value.code, e.value.message) == (-32000, "http stream id is required")
+        with pytest.raises(RpcError) as blank:  # ids are compared exactly: "  " is an unknown id
+            await c.call("host.http.stream_read", {"stream_id": "  "}, timeout=5)
+        assert (blank.value.code, blank.value.message) == (-32000, "http stream    is not open")
         with pytest.raises(RpcError) as e:
             await c.call("host.http.stream_read", {"stream_id": "nope"}, timeout=5)
         assert (e.value.code, e.value.message) == (-32000, "http stream nope is not open")

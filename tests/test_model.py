@@ -552,8 +552,10 @@ async def test_unknown_stream_id_reads_done(client: Client) -> None:
 
 
 async def test_empty_stream_id_is_required(client: Client) -> None:
-    e = await call_error(client, "host.model.stream_read", {"stream_id": "  "})
+    e = await call_error(client, "host.model.stream_read", {"stream_id": ""})
     assert (e.code, e.message) == (-32000, "model stream id is required")
+    # Ids are compared exactly as sent: "  " is an unknown id, which reads as done.
+    assert await read(client, "  ") == {"payload": None, "error": "", "done": True}
 
 
 async def test_read_after_end_reads_done(client: Client, proxy: FakeProxy) -> None:

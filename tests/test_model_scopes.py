@@ -249,7 +249,7 @@ async def test_ended_scope_on_execute_runs_without_a_scope(
     assert proxy.received[0].header("x-cpa-host-callback-id") is None
 
 
-async def test_a_scope_of_another_session_is_refused_on_every_model_method(
+async def test_a_scope_of_another_session_is_refused_on_both_execute_methods(
     daemon: InProcessHostd, plugin: Plugin, proxy: FakeProxy
 ) -> None:
     other = await daemon.connect("other-plugin")
@@ -257,13 +257,14 @@ async def test_a_scope_of_another_session_is_refused_on_every_model_method(
     calls: dict[str, dict[str, Any]] = {
         "host.model.execute": {"entry_protocol": "openai", "body": PLAIN_BODY},
         "host.model.execute_stream": {"entry_protocol": "openai", "stream": True, "body": STREAM_BODY},
-        "host.model.stream_read": {"stream_id": "x"},
-        "host.model.stream_close": {"stream_id": "x"},
     }
     for method, params in calls.items():
         e = await plugin.error(method, {**params, "host_callback_id": scope.id})
         assert (e.code, e.message) == (-32002, "host callback ID does not belong to the calling plugin"), method
         assert e.data == {"code": "forbidden"}
+    # stream_read and stream_close define no host_callback_id (§7): the key is ignored there.
+    assert await plugin.call("host.model.stream_read", {"stream_id": "x", "host_callback_id": scope.id}) == DONE
+    assert await plugin.call("host.model.stream_close", {"stream_id": "x", "host_callback_id": scope.id}) == {}
     assert proxy.received == []
     assert plugin.session.streams == {}
     # Its own session may use it.

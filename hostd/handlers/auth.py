@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
 import msgspec
 
-from hostd.credentials import Credential, CredentialError, CredentialStore, Meta, go_error, read_meta
 from hostd.errors import HostCallFailed
 from hostd.gocompat import (
     ZERO_TIME,
@@ -30,6 +28,9 @@ from hostd.gocompat import (
 from hostd.rpc.messages import fragment
 from hostd.rpc.methods import CallContext, host_method
 
+if TYPE_CHECKING:
+    from hostd.credentials import Credential, CredentialStore
+
 _JSON_SPACE = b" \t\r\n"
 _DRIVE = re.compile(r"[A-Za-z]:")
 MAX_WEIGHT = 1_000_000
@@ -37,19 +38,22 @@ T = TypeVar("T")
 
 
 class ListParams(msgspec.Struct, frozen=True, kw_only=True):
-    host_callback_id: str = ""
+    # Not a scope-checked method (§7): the key is accepted, under another attribute name.
+    caller_callback_id: str = msgspec.field(default="", name="host_callback_id")
 
 
 class GetParams(msgspec.Struct, frozen=True, kw_only=True):
     auth_index: str | None = None  # Go leaves a string unchanged on null: same as absent
-    host_callback_id: str = ""
+    # Not a scope-checked method (§7): the key is accepted, under another attribute name.
+    caller_callback_id: str = msgspec.field(default="", name="host_callback_id")
 
 
 class SaveParams(msgspec.Struct, frozen=True, kw_only=True):
     name: str | None = None
     # The credential's exact text as received: written byte for byte, never re-encoded.
     json: msgspec.Raw = msgspec.Raw(b"")
-    host_callback_id: str = ""
+    # Not a scope-checked method (§7): the key is accepted, under another attribute name.
+    caller_callback_id: str = msgspec.field(default="", name="host_callback_id")
 
 
 def _store(ctx: CallContext) -> CredentialStore:
@@ -72,6 +76,11 @@ def _index(params: GetParams) -> str:
 
 async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
     """Run blocking store work in a worker thread; its Go-text errors become -32000."""
+    # Lazy: keeps start-up cheap (anyio's threads and the credential store load on the first host.auth.*).
+    import anyio.to_thread
+
+    from hostd.credentials import CredentialError
+
     try:
         return await anyio.to_thread.run_sync(fn, *args)
     except CredentialError as e:
@@ -120,6 +129,8 @@ def entry(c: Credential) -> dict[str, Any]:
     """The list entry (Go's ``HostAuthFileEntry``) of a listed credential, as the proxy's
     credential manager builds it: empty, zero and false values omitted, the five times
     always present."""
+    from hostd.credentials import Meta  # lazy: keeps start-up cheap (loaded by the scan already)
+
     meta = c.meta if c.meta is not None else Meta()
     type_ = c.type
     email = meta.email
@@ -177,6 +188,8 @@ async def auth_list(ctx: CallContext, params: ListParams) -> dict[str, Any]:
 
 def _read(store: CredentialStore, c: Credential, index: str, max_bytes: int) -> bytes:
     """The file's bytes now, checked as Go checks them before embedding them."""
+    from hostd.credentials import CredentialError, go_error, read_meta  # lazy: keeps start-up cheap
+
     if c.read_error is not None:
         error: OSError = c.read_error
     else:
@@ -244,6 +257,8 @@ def validate_save(name: str, raw: bytes, max_bytes: int) -> tuple[str, Any]:
     The size is checked before anything is parsed, so the work is bounded by
     ``max_bytes``: one msgspec pass that builds only the metadata, no walk in Python.
     """
+    from hostd.credentials import read_meta  # lazy: keeps start-up cheap (first host.auth.save)
+
     name = go_trim(name)
     if not name or "/" in name or "\\" in name or _DRIVE.match(name):
         raise HostCallFailed("invalid auth file name")

@@ -13,7 +13,7 @@ body ``read host http response: context canceled``; a stream it opened is closed
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -22,14 +22,13 @@ from hostd.operations import CANCELED, Operation, cancel_task
 from hostd.rpc.messages import b64
 from hostd.rpc.methods import CallContext, host_method
 from hostd.streams import BufferClosed, End, Stream, StreamTable
-from hostd.upstream._net import NETWORK_ERRORS, EgressDenied, close_response, upstream_aborter
 from hostd.upstream.headers import header_map
-from hostd.upstream.http_client import Sent, describe, translate
+
+if TYPE_CHECKING:
+    from hostd.upstream.http_client import Sent
 
 EXECUTE = "execute host http request"
 READ = "read host http response"
-SEND_ERRORS: tuple[type[Exception], ...] = (*NETWORK_ERRORS, EgressDenied)
-BUILD_ERRORS: tuple[type[Exception], ...] = (*NETWORK_ERRORS, ValueError, TypeError)
 
 
 class WireProfile(msgspec.Struct, frozen=True, kw_only=True):
@@ -68,7 +67,8 @@ class HttpParams(msgspec.Struct, frozen=True, kw_only=True):
 
 class StreamParams(msgspec.Struct, frozen=True, kw_only=True):
     stream_id: str = ""
-    host_callback_id: str = ""
+    # Not a scope-checked method (§7): the key is accepted, under another attribute name.
+    caller_callback_id: str = msgspec.field(default="", name="host_callback_id")
 
 
 class OperationOpenParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -93,6 +93,10 @@ def _claim_or_check_scope(ctx: CallContext, params: HttpParams) -> Operation | N
 
 
 async def _send(ctx: CallContext, params: HttpParams) -> Sent:
+    # Lazy: keeps start-up cheap (httpx, httpcore and TLS load on the first host.http.* call).
+    from hostd.upstream._net import EgressDenied
+    from hostd.upstream.http_client import BUILD_ERRORS, SEND_ERRORS, describe, translate
+
     fields = params.fields()
     profile = params.profile()
     upstream = ctx.services.http
@@ -122,6 +126,10 @@ def _cancelled_by(op: Operation | None, task: asyncio.Task[Any]) -> bool:
 
 @host_method("host.http.do", HttpParams, "host http")
 async def http_do(ctx: CallContext, params: HttpParams) -> dict[str, Any]:
+    # Lazy: keeps start-up cheap (httpx, httpcore and TLS load on the first host.http.* call).
+    from hostd.upstream._net import NETWORK_ERRORS, close_response
+    from hostd.upstream.http_client import translate
+
     op = _claim_or_check_scope(ctx, params)
     task = asyncio.current_task()
     assert task is not None
@@ -154,6 +162,9 @@ async def http_do(ctx: CallContext, params: HttpParams) -> dict[str, Any]:
 
 @host_method("host.http.do_stream", HttpParams, "host http")
 async def http_do_stream(ctx: CallContext, params: HttpParams) -> dict[str, Any]:
+    # Lazy: keeps start-up cheap (httpx, httpcore and TLS load on the first host.http.* call).
+    from hostd.upstream._net import upstream_aborter
+
     op = _claim_or_check_scope(ctx, params)
     task = asyncio.current_task()
     assert task is not None
@@ -205,6 +216,10 @@ def _bind_operation(ctx: CallContext, op: Operation, table: StreamTable, stream:
 
 async def _pump(ctx: CallContext, stream: Stream[bytes], sent: Sent) -> None:
     """Copy the body into the stream's buffer; waits while the buffer is full."""
+    # Lazy: keeps start-up cheap (loaded already by the call that opened the stream).
+    from hostd.upstream._net import NETWORK_ERRORS, close_response
+    from hostd.upstream.http_client import describe
+
     buffer = stream.buffer
     try:
         async for piece in ctx.services.http.pieces(sent):
@@ -219,7 +234,7 @@ async def _pump(ctx: CallContext, stream: Stream[bytes], sent: Sent) -> None:
 
 
 def _stream_id(params: StreamParams) -> str:
-    stream_id = params.stream_id.strip()
+    stream_id = params.stream_id  # compared exactly as sent (§3)
     if not stream_id:
         raise HostCallFailed("http stream id is required")
     return stream_id

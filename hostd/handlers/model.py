@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import msgspec
 
 from hostd.errors import HostCallFailed, HostError
@@ -24,14 +23,11 @@ from hostd.rpc.messages import b64
 from hostd.rpc.methods import CallContext, host_method
 from hostd.scopes import Scope
 from hostd.streams import BufferClosed, End, Stream, StreamTable
-from hostd.upstream._net import NETWORK_ERRORS, close_response, upstream_aborter
-from hostd.upstream.model_backend import (
-    ModelBackend,
-    ModelCall,
-    check_entry_protocol,
-    check_proxy_url,
-    response_headers,
-)
+
+if TYPE_CHECKING:
+    import httpx
+
+    from hostd.upstream.model_backend import ModelBackend, ModelCall
 
 
 class ModelParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,7 +48,8 @@ class ModelParams(msgspec.Struct, frozen=True, kw_only=True):
 
 class ModelStreamParams(msgspec.Struct, frozen=True, kw_only=True):
     stream_id: str = ""
-    host_callback_id: str = ""
+    # Not a scope-checked method (§7): the key is accepted, under another attribute name.
+    caller_callback_id: str = msgspec.field(default="", name="host_callback_id")
 
 
 def _open_scope(ctx: CallContext) -> Scope | None:
@@ -63,6 +60,9 @@ def _open_scope(ctx: CallContext) -> Scope | None:
 
 def _prepare(ctx: CallContext, params: ModelParams, *, stream: bool) -> tuple[ModelBackend, ModelCall]:
     """The spec's checks after decode, in its order; the request to send."""
+    # Lazy: keeps start-up cheap (httpx and the model backend load on the first host.model.* call).
+    from hostd.upstream.model_backend import ModelCall, check_entry_protocol, check_proxy_url
+
     if stream and params.stream is not True:
         raise HostCallFailed("host.model.execute_stream requires stream=true")
     if not stream and params.stream:
@@ -110,7 +110,7 @@ async def model_execute_stream(ctx: CallContext, params: ModelParams) -> dict[st
     table = ctx.services.streams
     stream = table.open("model", ctx.session)
     scope = _open_scope(ctx)
-    if scope is None and params.host_callback_id.strip():
+    if scope is None and params.host_callback_id:
         # The scope is not open (never issued, or ended): finished before it started.
         stream.buffer.finish()
         return {"status_code": 0, "headers": None, "stream_id": stream.id}
@@ -126,6 +126,8 @@ async def model_execute_stream(ctx: CallContext, params: ModelParams) -> dict[st
     if response is None:
         # Closed (its scope ended) before the proxy answered: a stream that is already over.
         return {"status_code": 0, "headers": None, "stream_id": stream.id}
+    from hostd.upstream.model_backend import response_headers  # lazy: loaded by _prepare already
+
     return {
         "status_code": response.status_code,
         "headers": response_headers(response.headers.raw) or None,
@@ -159,6 +161,9 @@ async def _produce(
     Runs in the session's task group, so it must never raise: every failure ends up either
     in ``ready`` (before the head) or as the stream's final error.
     """
+    # Lazy: keeps start-up cheap (loaded already by _prepare, before this task starts).
+    from hostd.upstream._net import NETWORK_ERRORS, close_response, upstream_aborter
+
     response: httpx.Response | None = None
     buffer = stream.buffer
     try:
@@ -194,7 +199,7 @@ async def _produce(
 
 @host_method("host.model.stream_read", ModelStreamParams, "host model stream read")
 async def model_stream_read(ctx: CallContext, params: ModelStreamParams) -> dict[str, Any]:
-    stream_id = params.stream_id.strip()
+    stream_id = params.stream_id  # compared exactly as sent (§3)
     if not stream_id:
         raise HostCallFailed("model stream id is required")
     table = ctx.services.streams

@@ -31,13 +31,15 @@ class EmitParams(msgspec.Struct, frozen=True, kw_only=True):
     stream_id: str = ""
     payload: bytes | None = None
     error: str = ""
-    host_callback_id: str = ""
+    # Not a scope-checked method (§7): the key is accepted, under another attribute name.
+    caller_callback_id: str = msgspec.field(default="", name="host_callback_id")
 
 
 class CloseParams(msgspec.Struct, frozen=True, kw_only=True):
     stream_id: str = ""
     error: str = ""
-    host_callback_id: str = ""
+    # Not a scope-checked method (§7): the key is accepted, under another attribute name.
+    caller_callback_id: str = msgspec.field(default="", name="host_callback_id")
 
 
 @host_method("host.stream.emit", EmitParams, "stream emit")

@@ -95,6 +95,7 @@ class Dispatcher:
         "answer_on_cancel",
         "in_flight",
         "max_in_flight",
+        "max_line",
         "methods",
         "session",
         "tasks",
@@ -105,6 +106,8 @@ class Dispatcher:
         self.methods = methods
         self.max_in_flight = max_in_flight
         self.in_flight = 0
+        # Lines longer than this are answers only (the framer allows those up to max_answer_bytes).
+        self.max_line = session.services.config.limits.max_line_bytes + 1  # +1: a trailing \r
         self.tasks: set[asyncio.Task[Any]] = set()
         self._calls: dict[RequestId, asyncio.Task[Any]] = {}
         self._cancel_requested: set[asyncio.Task[Any]] = set()
@@ -134,11 +137,18 @@ class Dispatcher:
             if not line:
                 return
             if line[:1] == b"[":
+                if len(line) > self.max_line:  # answers never come in batches
+                    self._fail(reply, None, None, InvalidRequest("message too large"))
+                    return
                 self._batch(line, reply)
                 return
         env = decode_envelope(line)
         if isinstance(env, WireError):
             self._fail(reply, None, None, env)
+            return
+        if len(line) > self.max_line and (type(env.method) is str or not (env.result or env.error)):
+            # The framer let it grow as a possible answer; it is not one.
+            self._fail(reply, None, None, InvalidRequest("message too large"))
             return
         self.envelope(env, reply, None)
 

@@ -17,8 +17,10 @@ _PEEK = 4096
 
 
 def looks_like_answer(head: bytes | bytearray) -> bool:
+    """Might this line be an answer? (Only an allowance: the dispatcher refuses a request over
+    ``max_line`` whatever this said.)"""
     head = head[:_PEEK]
-    return (b'"result"' in head or b'"error"' in head) and b'"method"' not in head
+    return b'"result"' in head or b'"error"' in head
 
 
 class LineFramer:
@@ -85,12 +87,14 @@ class LineFramer:
     def _append(self, data: bytes, start: int, end: int, out: list[bytes | None]) -> None:
         size = len(self._buf) + (end - start)
         if size > self.max_line + 1:  # +1: a trailing \r may still come
-            if self._cap == self.max_line:
-                head = self._buf[:_PEEK] if self._buf else data[start : start + _PEEK]
-                if len(head) < _PEEK and self._buf:
-                    head = bytes(head) + data[start : start + _PEEK]
-                self._cap = self.max_answer if looks_like_answer(head) else self.max_line + 1
-            if size > self._cap:
+            cap = self._cap
+            if cap == self.max_line:  # not decided yet: decide on the first _PEEK bytes, as feed() does
+                head = (bytes(self._buf[:_PEEK]) + data[start : start + _PEEK])[:_PEEK]
+                if len(head) < _PEEK:
+                    cap = self.max_answer  # fewer than _PEEK bytes so far: decide when more arrive
+                else:
+                    cap = self._cap = self.max_answer if looks_like_answer(head) else self.max_line + 1
+            if size > cap:
                 self._buf.clear()
                 self._cap = self.max_line
                 self._discarding = True
