@@ -22,6 +22,7 @@ from hostd.config import HttpConfig
 from hostd.errors import Forbidden, HostCallFailed, HostError, LimitExceeded
 from hostd.logs import Logger, is_secret_key
 from hostd.upstream._net import (
+    NETWORK_ERRORS,
     USER_AGENT,
     AsyncioBackend,
     BodyBudget,
@@ -40,6 +41,9 @@ MAX_REDIRECTS = 10
 # Go's client moves Transfer-Encoding out of Response.Header; gzip it decoded drops these too.
 DROPPED = frozenset({"Transfer-Encoding"})
 GZIP_DROPPED = DROPPED | {"Content-Encoding", "Content-Length"}
+# What building a request and sending it may raise for bad input or a failed exchange (not for a bug).
+BUILD_ERRORS: tuple[type[Exception], ...] = (*NETWORK_ERRORS, ValueError, TypeError)
+SEND_ERRORS: tuple[type[Exception], ...] = (*NETWORK_ERRORS, EgressDenied)
 
 
 @dataclass(slots=True)
