@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.fake_proxy import FakeProxy
 from tests.support.hostd_proc import STARTED, HostdProcess, start_hostd
 from tests.support.upstream import Upstream
 
@@ -69,6 +70,22 @@ def short_tmp() -> Iterator[Path]:
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
     server = await Upstream().start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+def proxy_api_key() -> str:
+    """The key the fake proxy demands: none. A module that wants one overrides this fixture."""
+    return ""
+
+
+@pytest.fixture
+async def proxy(proxy_api_key: str) -> AsyncIterator[FakeProxy]:
+    """A fake CLIProxyAPI on 127.0.0.1 (tests/support/fake_proxy.py), fresh for each test."""
+    server = await FakeProxy(api_key=proxy_api_key).start()
     try:
         yield server
     finally:
