@@ -94,7 +94,9 @@ class Sweep:
         return dict(answer["result"])
 
 
-def check(hp: HostdProcess, sweep: Sweep) -> None:
+async def check(hp: HostdProcess, sweep: Sweep) -> None:
+    """Stop hostd first: every line it logged, shutdown included, has been read then."""
+    assert await hp.stop() == 0
     assert len(hp.stderr_lines) >= 5, "hostd logged almost nothing: the sweep would prove nothing"
     found = {line: leaks(line) for line in [*hp.stderr_lines, *sweep.said] if leaks(line)}
     assert not found, "secrets leaked:\n" + "\n".join(f"{v}: {k[:400]}" for k, v in found.items())
@@ -199,7 +201,7 @@ async def test_http_calls_with_secret_headers_signed_urls_and_path_tokens(
     assert AMZ_SIGNATURE in seen[0].path
     await sweep.status(daemon)
     await daemon.wait_log("http request")  # the request log line exists, redacted
-    check(daemon, sweep)
+    await check(daemon, sweep)
 
 
 async def test_credentials_saved_listed_and_refused(daemon: HostdProcess, short_tmp: Path, sweep: Sweep) -> None:
@@ -219,7 +221,7 @@ async def test_credentials_saved_listed_and_refused(daemon: HostdProcess, short_
         assert got["result"]["json"]["refresh_token"] == CRED_REFRESH
         await sweep.call(conn, "host.auth.get_runtime", {"auth_index": index})
         # Refusals whose params hold the secret: bad weight, bad name, too large, not an object.
-        refusals = [
+        refusals: list[dict[str, Any]] = [
             {"name": "b.json", "json": {**credential, "weight": "heavy"}},
             {"name": f"../{CRED_ACCESS}.json", "json": credential},
             {"name": "c.json", "json": {**credential, "pad": "x" * (2 * 1024 * 1024)}},
@@ -235,7 +237,7 @@ async def test_credentials_saved_listed_and_refused(daemon: HostdProcess, short_
     async with await RawConn.open(daemon.socket) as conn:
         await sweep.call(conn, "host.auth.list", {})
     await sweep.status(daemon)
-    check(daemon, sweep)
+    await check(daemon, sweep)
 
 
 async def test_plugin_log_fields_named_like_secrets(daemon: HostdProcess, sweep: Sweep) -> None:
@@ -255,7 +257,7 @@ async def test_plugin_log_fields_named_like_secrets(daemon: HostdProcess, sweep:
     line = await daemon.wait_log('"with secrets"', '"error"')
     assert "[redacted]" in line
     await sweep.status(daemon)
-    check(daemon, sweep)
+    await check(daemon, sweep)
 
 
 async def test_model_calls_with_the_proxy_key_and_plugin_headers(
@@ -277,7 +279,7 @@ async def test_model_calls_with_the_proxy_key_and_plugin_headers(
         await sweep.call(conn, "host.model.execute", {**params, "proxy_url": f"ftp://u:{PROXY_PASSWORD}@x"})
     assert proxy.received and proxy.received[0].header("x-api-key") == MODEL_KEY
     await sweep.status(daemon)
-    check(daemon, sweep)
+    await check(daemon, sweep)
 
 
 async def test_a_proxy_password_in_the_http_config(
@@ -301,7 +303,7 @@ async def test_a_proxy_password_in_the_http_config(
         await sweep.status(hp)
     finally:
         assert await hp.stop() == 0
-    check(hp, sweep)
+    await check(hp, sweep)
 
 
 async def test_a_failed_hostd_run_does_not_log_the_plugin_command_line(short_tmp: Path) -> None:
