@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from bench import calls, model, native, peer, relay, report, scale
+from bench import calls, latency, model, native, peer, relay, report, scale
 from bench.common import BENCH_DIR, BenchError, Settings, build_loadgen, machine_info, raise_nofile_limit
 
 SECTIONS: dict[str, Callable[[Settings], dict[str, Any]]] = {
@@ -27,6 +27,7 @@ SECTIONS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "relay": relay.run,
     "model": model.run,
     "scale": scale.run,
+    "latency": latency.run,
     "native": native.run,
 }
 

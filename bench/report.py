@@ -218,6 +218,39 @@ def _scale(data: dict[str, Any]) -> list[str]:
     return [f"### Scale: open HTTP streams held by one hostd ({data['loop']})", "", *_table(head, rows)]
 
 
+def _latency(data: dict[str, Any]) -> list[str]:
+    rows = []
+    heavy_rows = []
+    for loop, f in data["loops"].items():
+        u, i = f["under_load"], f["idle"]
+        rows.append(
+            [
+                loop,
+                _n(u["calls"]),
+                _n(u["p50_ms"], 2),
+                _n(u["p99_ms"], 2),
+                _n(u["max_ms"], 1),
+                _n(i["p50_ms"], 3),
+                _n(i["p99_ms"], 3),
+            ]
+        )
+        for name, h in f["heavy"].items():
+            heavy_rows.append([name, loop, _n(h["line_bytes"] / MiB, 2), h["outcome"], _n(h["ms_best"], 1)])
+    head = ["loop", "victim calls", "p50 ms", "p99 ms", "max ms", "idle p50 ms", "idle p99 ms"]
+    heavy_head = ["heavy request", "loop", "line MiB", "answer", "answered in ms (best)"]
+    return [
+        "### Latency: a victim's hostd.hello while another session sends the largest request of every method",
+        "",
+        *_table(head, rows),
+        "",
+        *_table(heavy_head, heavy_rows),
+        "",
+        f"Victim: one session, `hostd.hello` back to back, timed while the heavy session sends each request "
+        f"{data['loops'][next(iter(data['loops']))]['repeats']} time(s), one at a time; idle: the same victim "
+        f"alone. Goal (PROTOCOL §11): p99 ≤ {data['goal_p99_ms']:.0f} ms.",
+    ]
+
+
 def _native(data: dict[str, Any]) -> list[str]:
     rows = []
     for loop, f in data["loops"].items():
@@ -261,7 +294,15 @@ def _native(data: dict[str, Any]) -> list[str]:
     ]
 
 
-RENDER = {"calls": _calls, "peer": _peer, "relay": _relay, "model": _model, "scale": _scale, "native": _native}
+RENDER = {
+    "calls": _calls,
+    "peer": _peer,
+    "relay": _relay,
+    "model": _model,
+    "scale": _scale,
+    "latency": _latency,
+    "native": _native,
+}
 
 
 def targets(sections: dict[str, Any]) -> list[dict[str, Any]]:
@@ -298,6 +339,12 @@ def targets(sections: dict[str, Any]) -> list[dict[str, Any]]:
     for loop, f in native.get("loops", {}).items():
         v = f["ratios"]["host_log_p50_native_vs_ordinary"]
         add(f"native plugin host.log p50 vs ordinary plugin ({loop}; no target set)", v, "(none)", True, _x(v))
+    latency = sections.get("latency", {})
+    for loop, f in latency.get("loops", {}).items():
+        v = f["under_load"]["p99_ms"]
+        goal = latency["goal_p99_ms"]
+        name = f"victim hostd.hello p99 under the heaviest requests ({loop})"
+        add(name, v, f"≤ {goal:.0f} ms", v <= goal, f"{v:.1f} ms")
     scale = sections.get("scale", {})
     if "rss_open_bytes" in scale:
         wanted = scale.get("streams_wanted", scale["streams"])
