@@ -28,6 +28,14 @@ LOOPS ?= asyncio uvloop
 test: $(STAMP)
 	@set -e; for loop in $(LOOPS); do echo "== pytest --loop $$loop"; $(PY) -m pytest --loop $$loop $(PYTEST_ARGS); done
 
+# The hostile-input suite at full size: FUZZ_EXAMPLES per event loop (CI runs a bounded,
+# derandomized profile), split over its properties; prints the examples run per property.
+FUZZ_EXAMPLES ?= 20000
+.PHONY: fuzz
+fuzz: $(STAMP)
+	@set -e; for loop in $(LOOPS); do echo "== fuzz --loop $$loop ($(FUZZ_EXAMPLES) examples)"; \
+		HOSTD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_hostile_fuzz.py --loop $$loop -q -s; done
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hostd tests plugins bench
 	$(VENV)/bin/ruff format --check hostd tests plugins bench
