@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only calls,peer,relay,model,scale,native] [--output PATH]``.
+"""``python -m bench [--quick] [--only calls,peer,relay,model,scale,native,footprint] [--output PATH]``.
 
 Runs the sections in order, prints the tables and the targets, and writes the results
 (every figure, each run's settings, the machine) as JSON to ``bench/results.json``.
@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from bench import calls, latency, model, native, peer, relay, report, scale
+from bench import calls, footprint, latency, model, native, peer, relay, report, scale
 from bench.common import BENCH_DIR, BenchError, Settings, build_loadgen, machine_info, raise_nofile_limit
 
 SECTIONS: dict[str, Callable[[Settings], dict[str, Any]]] = {
@@ -29,6 +29,7 @@ SECTIONS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "scale": scale.run,
     "latency": latency.run,
     "native": native.run,
+    "footprint": footprint.run,
 }
 
 

@@ -294,6 +294,83 @@ def _native(data: dict[str, Any]) -> list[str]:
     ]
 
 
+def _footprint(data: dict[str, Any]) -> list[str]:
+    base = data["baseline"]
+    rows = [
+        [
+            "baseline: python -c 'import asyncio, socket, msgspec, orjson'",
+            "",
+            f"{base['ready_ms']:.1f} ({base['ready_ms_median']:.1f}-{base['ready_ms_max']:.1f})",
+            "1.00x",
+            f"{base['rss_bytes'] / MiB:.1f}",
+            "",
+            _n(base["cpu_ms"], 1),
+            "1.00x",
+        ]
+    ]
+    first_rows = []
+    for loop, f in data["loops"].items():
+        serve, run = f["serve"], f["run"]
+        rows.append(
+            [
+                "hostd serve (socket accepting)",
+                loop,
+                f"{serve['ready_ms']:.1f} ({serve['ready_ms_median']:.1f}-{serve['ready_ms_max']:.1f})",
+                _x(f["ratios"]["serve_ready_vs_baseline"]),
+                f"{serve['rss_bytes'] / MiB:.1f}",
+                f"{f['rss_over_baseline_bytes'] / MiB:+.1f}",
+                _n(serve["cpu_ms"], 1),
+                _x(f["ratios"]["serve_cpu_vs_baseline"]),
+            ]
+        )
+        rows.append(
+            [
+                "hostd run -- trivial plugin (its first call answered)",
+                loop,
+                f"{run['first_answer_ms']:.1f} ({run['first_answer_ms_median']:.1f}-{run['first_answer_ms_max']:.1f})",
+                _x(f["ratios"]["run_first_answer_vs_baseline"]),
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
+        for fam, c in f["first_call"].items():
+            first_rows.append(
+                [
+                    fam,
+                    loop,
+                    _n(c["first_us"] / 1e3, 2),
+                    _n(c["steady_us"] / 1e3, 3),
+                    _n((c["first_us"] - c["steady_us"]) / 1e3, 2),
+                ]
+            )
+    head = [
+        "process",
+        "loop",
+        "ms to ready: best (median-worst)",
+        "vs baseline",
+        "idle RSS MiB",
+        "RSS vs baseline MiB",
+        "CPU ms (spawn to exit)",
+        "CPU vs baseline",
+    ]
+    first_head = ["family", "loop", "first call ms", "next calls ms (median)", "first call adds ms"]
+    return [
+        "### Footprint: start-up, idle RSS and each family's first call (lazy imports)",
+        "",
+        *_table(head, rows),
+        "",
+        *_table(first_head, first_rows),
+        "",
+        f"Best of {data['repeats']} interleaved starts (median and worst in brackets). Ready: the baseline has "
+        "imported its modules; `hostd serve` accepts on its Unix socket (polled every ms); `hostd run`: its plugin "
+        "has the answer to its first `host.log`. Idle RSS 0.2 s after ready; CPU: user + system time from spawn to "
+        "exit, stopped right after that (best run). First call: a fresh `hostd serve` per "
+        "family, model and auth configured; the first call loads the family's modules.",
+    ]
+
+
 RENDER = {
     "calls": _calls,
     "peer": _peer,
@@ -302,6 +379,7 @@ RENDER = {
     "scale": _scale,
     "latency": _latency,
     "native": _native,
+    "footprint": _footprint,
 }
 
 
@@ -339,6 +417,14 @@ def targets(sections: dict[str, Any]) -> list[dict[str, Any]]:
     for loop, f in native.get("loops", {}).items():
         v = f["ratios"]["host_log_p50_native_vs_ordinary"]
         add(f"native plugin host.log p50 vs ordinary plugin ({loop}; no target set)", v, "(none)", True, _x(v))
+    footprint = sections.get("footprint", {})
+    for loop, f in footprint.get("loops", {}).items():
+        v = f["ratios"]["serve_ready_vs_baseline"]
+        add(f"hostd serve ready vs bare-import baseline ({loop})", v, "≤ 1.5x", v <= 1.5, _x(v))
+        v = f["rss_over_baseline_bytes"]
+        add(f"hostd serve idle RSS over baseline ({loop})", v, "≤ +4 MiB", v <= 4 * MiB, f"{v / MiB:+.1f} MiB")
+        v = f["ratios"]["run_first_answer_vs_baseline"]
+        add(f"hostd run start to first answered call vs baseline ({loop})", v, "≤ 2x", v <= 2.0, _x(v))
     latency = sections.get("latency", {})
     for loop, f in latency.get("loops", {}).items():
         v = f["under_load"]["p99_ms"]

@@ -41,7 +41,7 @@ ZERO_OK = ("errors", "events", "streams_left", "still_open", "open_streams", "ho
 
 
 def test_bench_tiny_run(tmp_path: Path) -> None:
-    sections = ["calls", "relay", "model", "scale", "latency", "native"]
+    sections = ["calls", "relay", "model", "scale", "latency", "native", "footprint"]
     if importlib.util.find_spec("mcp") is not None:
         sections.insert(1, "peer")
     out = tmp_path / "results.json"
