@@ -9,7 +9,6 @@ side only. End-to-end tests through the real `hostd bridge` live beside the lead
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import select
@@ -26,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.helpers import b64
+
 ROOT = Path(__file__).resolve().parent.parent
 BRIDGE_SRC = ROOT / "hostd" / "bridge" / "hostd_bridge.c"
 HARNESS_SRC = ROOT / "tests" / "bridge" / "harness.c"
@@ -34,10 +35,6 @@ STRICT = ["-std=c11", "-Wall", "-Wextra", "-Werror"]
 ASAN = ["-g", "-O1", "-fsanitize=address", "-fno-omit-frame-pointer"]
 
 BLOCK = "enabled: true\npriority: 1\nhostd:\n    command: [python3, /opt/plugin.py]\n    timeout_s: 30\napi_key: sk-x\n"
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
 
 
 def register_params(block: str = BLOCK) -> dict[str, Any]:

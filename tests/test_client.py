@@ -7,22 +7,16 @@ from typing import Any
 
 import pytest
 
-from hostd.client import Client, RpcError
+from hostd.client import RpcError
+from tests.support.helpers import plugin
 from tests.support.hostd_proc import HostdProcess
 
 pytestmark = pytest.mark.anyio
 
 
-async def plugin(hp: HostdProcess, name: str, **kw: Any) -> Client:
-    assert hp.socket is not None
-    reader, writer = await asyncio.open_unix_connection(hp.socket)
-    client = Client(reader, writer, **kw)
-    await client.call("hostd.hello", {"plugin_id": name}, timeout=5)
-    return client
-
-
 async def test_a_method_without_handler_is_answered_method_not_found(hp: HostdProcess) -> None:
-    async with await plugin(hp, "p", answer_unknown=True), await hp.connect_control() as control:
+    p, _ = await plugin(hp, "p", answer_unknown=True)
+    async with p, await hp.connect_control() as control:
         with pytest.raises(RpcError) as e:
             await control.call("hostd.invoke", {"plugin_id": "p", "method": "nope", "params": {}}, timeout=10)
     assert (e.value.code, e.value.message) == (-32601, "method not found: nope")
@@ -39,7 +33,8 @@ async def test_cancel_request_from_hostd_cancels_the_handler(hp: HostdProcess) -
             cancelled.set()
             raise
 
-    async with await plugin(hp, "p") as p, await hp.connect_control() as control:
+    p, _ = await plugin(hp, "p")
+    async with p, await hp.connect_control() as control:
         p.handlers["slow"] = slow
         invoke = asyncio.ensure_future(
             control.call(

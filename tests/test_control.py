@@ -21,6 +21,7 @@ import pytest
 
 from hostd import __version__
 from hostd.client import Client, RpcError
+from tests.support.helpers import plugin
 from tests.support.hostd_proc import HostdProcess, start_hostd
 
 pytestmark = pytest.mark.anyio
@@ -37,12 +38,6 @@ async def shared() -> AsyncIterator[HostdProcess]:
             yield proc
         finally:
             await proc.stop()
-
-
-async def plugin(hp: HostdProcess, plugin_id: str) -> tuple[Client, str]:
-    client = await hp.connect()
-    hello = await client.call("hostd.hello", {"plugin_id": plugin_id, "schema_version": 3}, timeout=T)
-    return client, hello["session"]
 
 
 async def next_request(client: Client, method: str | None = None, timeout: float = T) -> dict[str, Any]:

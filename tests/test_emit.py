@@ -17,17 +17,11 @@ from typing import Any
 import pytest
 
 from hostd.client import Client, RpcError
+from tests.support.helpers import DONE, T, b64, read_emit_stream, scope_is_open
 from tests.support.hostd_proc import HostdProcess, start_hostd
 from tests.support.plugins import EXECUTOR, plugin_process
 
 pytestmark = pytest.mark.anyio
-
-T = 10.0
-DONE = {"payload": None, "error": "", "done": True}
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
 
 
 async def invoke(ctl: Client, method: str, params: dict[str, Any], *, stream: bool = True) -> dict[str, Any]:
@@ -46,15 +40,6 @@ async def read(ctl: Client, stream_id: str) -> dict[str, Any]:
     return result
 
 
-async def read_all(ctl: Client, stream_id: str) -> list[dict[str, Any]]:
-    """Every read up to and including the one that says done."""
-    reads = []
-    while True:
-        reads.append(await read(ctl, stream_id))
-        if reads[-1]["done"]:
-            return reads
-
-
 def payloads(reads: list[dict[str, Any]]) -> list[str]:
     return [base64.b64decode(r["payload"]).decode() for r in reads if r["payload"] is not None]
 
@@ -62,17 +47,6 @@ def payloads(reads: list[dict[str, Any]]) -> list[str]:
 async def emit_counts(ctl: Client) -> dict[str, int]:
     status = await ctl.call("hostd.status", {}, timeout=T)
     return {s["plugin_id"]: s["streams"]["emit"] for s in status["sessions"]}
-
-
-async def scope_is_open(hp: HostdProcess, scope: str) -> bool:
-    """A scope bound to another session refuses this one (-32002); an ended one is ignored."""
-    async with await hp.connect() as probe:
-        try:
-            await probe.call("host.log", {"message": "probe", "host_callback_id": scope}, timeout=T)
-        except RpcError as e:
-            assert e.code == -32002, e.error
-            return True
-    return False
 
 
 async def test_executor_plugin_streams_100_chunks_in_order_then_done(hp: HostdProcess) -> None:
@@ -92,7 +66,7 @@ async def test_executor_plugin_streams_100_chunks_in_order_then_done(hp: HostdPr
                 timeout=T,
             )
             assert answer["result"] == {"accepted": True}
-            reads = await read_all(ctl, answer["stream_id"])
+            reads = await read_emit_stream(ctl, answer["stream_id"])
             after = await read(ctl, answer["stream_id"])
             counts = await emit_counts(ctl)
     finally:
@@ -113,7 +87,7 @@ async def test_seventeenth_emit_waits_while_the_session_keeps_serving(hp: HostdP
         # Returns once emit 17 is sent and unanswered, after a hostd.hello on the same session.
         blocked = await ask(ctl, "t.wait_blocked", {"stream_id": stream_id, "n": 17})
         status = await ctl.call("hostd.status", {}, timeout=T)
-        reads = await read_all(ctl, stream_id)
+        reads = await read_emit_stream(ctl, stream_id)
         producer = await ask(ctl, "t.producer", {"stream_id": stream_id})
     assert (blocked["sent"], blocked["answered"]) == (17, 16)
     [session] = status["sessions"]
@@ -158,7 +132,7 @@ async def test_control_session_ending_first_aborts_its_streams(hp: HostdProcess)
 async def test_inline_chunks_replace_what_was_emitted_and_end_the_stream(hp: HostdProcess) -> None:
     async with plugin_process(hp), await hp.connect_control() as ctl:
         answer = await invoke(ctl, "t.inline", {"emit_first": 2, "chunks": [["a"], ["b", "boom"], ["c"]]})
-        reads = await read_all(ctl, answer["stream_id"])
+        reads = await read_emit_stream(ctl, answer["stream_id"])
         counts = await emit_counts(ctl)
     assert answer["result"] == {"ok": True}
     assert reads == [
@@ -171,7 +145,7 @@ async def test_inline_chunks_replace_what_was_emitted_and_end_the_stream(hp: Hos
 async def test_inline_chunks_without_an_error_end_cleanly(hp: HostdProcess) -> None:
     async with plugin_process(hp), await hp.connect_control() as ctl:
         answer = await invoke(ctl, "t.inline", {"chunks": [["x"], ["y"]]})
-        reads = await read_all(ctl, answer["stream_id"])
+        reads = await read_emit_stream(ctl, answer["stream_id"])
     assert payloads(reads) == ["x", "y"]
     assert reads[-1] == DONE
 
@@ -187,7 +161,7 @@ async def test_plugin_crash_mid_stream_ends_it_with_plugin_disconnected(hp: Host
         answer = await invoke(ctl, "t.stream", {"count": 10, "crash_after": 3})
         stream_id, scope = answer["stream_id"], answer["result"]["host_callback_id"]
         assert await proc.wait() == 7
-        reads = await read_all(ctl, stream_id)
+        reads = await read_emit_stream(ctl, stream_id)
         after = await read(ctl, stream_id)
         scope_open = await scope_is_open(hp, scope)
         status = await ctl.call("hostd.status", {}, timeout=T)
@@ -202,7 +176,7 @@ async def test_plugin_that_closes_and_exits_at_once_loses_nothing(hp: HostdProce
     async with plugin_process(hp) as proc, await hp.connect_control() as ctl:
         answer = await invoke(ctl, "t.stream", {"count": 12, "exit_after_close": 0})
         assert await proc.wait() == 0
-        reads = await read_all(ctl, answer["stream_id"])
+        reads = await read_emit_stream(ctl, answer["stream_id"])
     assert payloads(reads) == [f"chunk-{i}" for i in range(12)]
     assert reads[-1] == DONE
 
@@ -211,7 +185,7 @@ async def test_close_with_error_delivers_queued_chunks_then_the_error(hp: HostdP
     async with plugin_process(hp), await hp.connect_control() as ctl:
         answer = await invoke(ctl, "t.stream", {"count": 3, "close_error": "upstream failed"})
         await ask(ctl, "t.producer", {"stream_id": answer["stream_id"]})  # closed before the first read
-        reads = await read_all(ctl, answer["stream_id"])
+        reads = await read_emit_stream(ctl, answer["stream_id"])
         after = await read(ctl, answer["stream_id"])
     assert payloads(reads) == ["chunk-0", "chunk-1", "chunk-2"]
     assert reads[-1] == {"payload": None, "error": "upstream failed", "done": True}
@@ -223,7 +197,7 @@ async def test_an_emitted_error_chunk_is_the_last_one(hp: HostdProcess) -> None:
         answer = await invoke(ctl, "t.stream", {"count": 5, "error_at": 2})
         stream_id = answer["stream_id"]
         producer = await ask(ctl, "t.producer", {"stream_id": stream_id})
-        reads = await read_all(ctl, stream_id)
+        reads = await read_emit_stream(ctl, stream_id)
         after = await read(ctl, stream_id)
     assert producer["error"] == f"stream {stream_id} is not open"  # the emit after the error chunk
     assert producer["answered"] == 3
@@ -241,7 +215,7 @@ async def test_only_the_invoking_control_session_can_read_or_close_the_stream(hp
         stream_id = answer["stream_id"]
         foreign_read = await read(other, stream_id)
         assert await other.call("hostd.stream.close", {"stream_id": stream_id}, timeout=T) == {}
-        reads = await read_all(ctl, stream_id)
+        reads = await read_emit_stream(ctl, stream_id)
     assert foreign_read == DONE
     assert payloads(reads) == ["chunk-0", "chunk-1"]
 
@@ -318,7 +292,7 @@ async def test_idle_clock_starts_when_the_invoke_returns(short_tmp: Path) -> Non
         async with plugin_process(hp), await hp.connect_control() as ctl:
             # The plugin answers after three idle timeouts; the stream must still be there.
             answer = await invoke(ctl, "t.stream", {"count": 3, "answer_after_s": 1.5})
-            reads = await read_all(ctl, answer["stream_id"])
+            reads = await read_emit_stream(ctl, answer["stream_id"])
     finally:
         await hp.stop()
     assert payloads(reads) == ["chunk-0", "chunk-1", "chunk-2"]

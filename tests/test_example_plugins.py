@@ -32,15 +32,6 @@ T = 30.0
 
 
 @pytest.fixture
-async def proxy() -> AsyncIterator[FakeProxy]:
-    server = await FakeProxy().start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
 async def full(short_tmp: Path, proxy: FakeProxy) -> AsyncIterator[HostdProcess]:
     auth = short_tmp / "auth"
     auth.mkdir()

@@ -11,7 +11,6 @@ uses a fake in-process executor, the fake proxy on 127.0.0.1 plays its part.
 from __future__ import annotations
 
 import asyncio
-import base64
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,18 +19,15 @@ from typing import Any
 import orjson
 import pytest
 
-from hostd.client import Client, RpcError
+from hostd.client import Client
 from tests.support.fake_proxy import FakeProxy, Json, Sse
+from tests.support.helpers import b64, error_of, unb64
 from tests.support.hostd_proc import HostdProcess, start_hostd
 from tests.support.upstream import Request, Response, Upstream
 
 pytestmark = pytest.mark.anyio
 T = 10.0
 KEY = "sk-mirror-test"
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def go_model_request(**fields: Any) -> dict[str, Any]:
@@ -50,19 +46,9 @@ def go_model_request(**fields: Any) -> dict[str, Any]:
     return request
 
 
-async def error_of(c: Client, method: str, params: dict[str, Any]) -> RpcError:
-    with pytest.raises(RpcError) as e:
-        await c.call(method, params, timeout=T)
-    return e.value
-
-
 @pytest.fixture
-async def proxy() -> AsyncIterator[FakeProxy]:
-    server = await FakeProxy(api_key=KEY).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+def proxy_api_key() -> str:
+    return KEY
 
 
 @pytest.fixture
@@ -96,7 +82,7 @@ async def test_TestHostHTTPDoCallbackUsesHostHTTPClient(hostd: HostdProcess, ups
     async with await hostd.connect() as c:
         result = await c.call("host.http.do", request, timeout=T)
     assert result["StatusCode"] == 200
-    assert base64.b64decode(result["Body"]) == b'{"ok":true}'
+    assert unb64(result["Body"]) == b'{"ok":true}'
     assert result["Headers"]["X-Test"] == ["ok"]
     assert upstream.requests[-1].body == b'{"request":true}'
 
@@ -132,7 +118,7 @@ async def test_TestHostModelExecuteCallback(origin: Client, proxy: FakeProxy) ->
     )
     result = await origin.call("host.model.execute", request, timeout=T)
     assert result["status_code"] == 202
-    assert base64.b64decode(result["body"]) == b'{"response":true}'
+    assert unb64(result["body"]) == b'{"response":true}'
     assert result["headers"]["X-Model"] == ["ok"]
     got = proxy.received[-1]
     assert got.path == "/v1/chat/completions"

@@ -9,7 +9,6 @@ test uses the ``host_callback_id`` it was given.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,17 +19,14 @@ import pytest
 
 from hostd.client import Client, RpcError
 from hostd.operations import OperationRegistry, go_quote
+from tests.support.helpers import error_of, scope_of
+from tests.support.helpers import plugin as connect_plugin
 from tests.support.hostd_proc import HostdProcess, running_hostd
 from tests.support.upstream import Request, Response, Upstream
 
 pytestmark = pytest.mark.anyio
 T = 10.0
-
-
-async def error_of(c: Client, method: str, params: dict[str, Any]) -> RpcError:
-    with pytest.raises(RpcError) as e:
-        await c.call(method, params, timeout=T)
-    return e.value
+PLUGIN = "ops-test"
 
 
 async def open_op(c: Client, **params: Any) -> str:
@@ -83,36 +79,9 @@ async def held() -> AsyncIterator[HeldServer]:
 
 @pytest.fixture
 async def plugin(hp: HostdProcess) -> AsyncIterator[Client]:
-    c = await hp.connect()
-    await c.call("hostd.hello", {"plugin_id": "ops-test", "schema_version": 3}, timeout=T)
-    try:
+    c, _ = await connect_plugin(hp, PLUGIN)
+    async with c:
         yield c
-    finally:
-        await c.aclose()
-
-
-@contextlib.asynccontextmanager
-async def scope_of(hp: HostdProcess, plugin: Client, plugin_id: str = "ops-test") -> AsyncIterator[str]:
-    """A real open scope for ``plugin``: a ``hostd.invoke`` held open until the block ends."""
-    given: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    release = asyncio.Event()
-
-    async def hold(params: dict[str, Any]) -> dict[str, Any]:
-        given.set_result(params["host_callback_id"])
-        await release.wait()
-        return {}
-
-    plugin.handlers["t.hold"] = hold
-    async with await hp.connect_control() as ctl:
-        invoke = asyncio.ensure_future(
-            ctl.call("hostd.invoke", {"plugin_id": plugin_id, "method": "t.hold", "params": {}}, timeout=T)
-        )
-        try:
-            async with asyncio.timeout(T):
-                yield await given
-        finally:
-            release.set()
-            await invoke
 
 
 # operation_open ------------------------------------------------------------------------
@@ -130,7 +99,7 @@ async def test_operation_open_with_a_scope_that_is_not_open_is_refused(plugin: C
 
 
 async def test_operation_open_with_another_plugins_scope_is_forbidden(hp: HostdProcess, plugin: Client) -> None:
-    async with scope_of(hp, plugin) as scope, await hp.connect() as other:
+    async with scope_of(hp, plugin, PLUGIN) as scope, await hp.connect() as other:
         e = await error_of(other, "host.http.operation_open", {"host_callback_id": scope})
     assert (e.code, e.message) == (-32002, "host callback ID does not belong to the calling plugin")
 
@@ -198,7 +167,7 @@ async def test_another_sessions_operation_is_not_open(hp: HostdProcess, plugin: 
 async def test_claim_with_a_different_scope_than_it_was_opened_with_is_not_open(
     hp: HostdProcess, plugin: Client, upstream: Upstream
 ) -> None:
-    async with scope_of(hp, plugin) as scope:
+    async with scope_of(hp, plugin, PLUGIN) as scope:
         unscoped = await open_op(plugin)
         scoped = await open_op(plugin, host_callback_id=scope)
         e = await error_of(
@@ -215,7 +184,7 @@ async def test_claim_with_a_different_scope_than_it_was_opened_with_is_not_open(
 
 
 async def test_operations_end_with_their_scope(hp: HostdProcess, plugin: Client, upstream: Upstream) -> None:
-    async with scope_of(hp, plugin) as scope:
+    async with scope_of(hp, plugin, PLUGIN) as scope:
         op = await open_op(plugin, host_callback_id=scope)
     e = await error_of(
         plugin, "host.http.do", {"url": upstream.url + "/", "operation_id": op, "host_callback_id": scope}
@@ -227,7 +196,7 @@ async def test_operations_end_with_their_scope(hp: HostdProcess, plugin: Client,
 async def test_a_call_in_flight_is_cancelled_when_its_operations_scope_ends(
     hp: HostdProcess, plugin: Client, held: HeldServer
 ) -> None:
-    async with scope_of(hp, plugin) as scope:
+    async with scope_of(hp, plugin, PLUGIN) as scope:
         op = await open_op(plugin, host_callback_id=scope)
         call = asyncio.ensure_future(
             plugin.call("host.http.do", {"url": held.url, "operation_id": op, "host_callback_id": scope}, timeout=T)
@@ -364,7 +333,7 @@ async def test_a_scope_that_is_not_open_is_refused_before_any_request(
 ) -> None:
     e = await error_of(plugin, method, {"url": upstream.url + "/", "host_callback_id": "never-issued"})
     assert (e.code, e.message) == (-32000, "host callback ID is not open")
-    async with scope_of(hp, plugin) as scope:
+    async with scope_of(hp, plugin, PLUGIN) as scope:
         pass
     e = await error_of(plugin, method, {"url": upstream.url + "/", "host_callback_id": scope})  # ended
     assert (e.code, e.message) == (-32000, "host callback ID is not open")
@@ -372,7 +341,7 @@ async def test_a_scope_that_is_not_open_is_refused_before_any_request(
 
 
 async def test_an_open_scope_is_accepted_on_do(hp: HostdProcess, plugin: Client, upstream: Upstream) -> None:
-    async with scope_of(hp, plugin) as scope:
+    async with scope_of(hp, plugin, PLUGIN) as scope:
         result = await plugin.call("host.http.do", {"url": upstream.url + "/", "host_callback_id": scope}, timeout=T)
     assert result["StatusCode"] == 404
 

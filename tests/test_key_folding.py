@@ -8,7 +8,6 @@ tags, so ``json.Marshal`` writes ``{"Method":…,"URL":…,"Headers":…,"Body":
 
 from __future__ import annotations
 
-import base64
 import json
 import tempfile
 from collections.abc import AsyncIterator
@@ -21,6 +20,7 @@ import pytest
 from hostd.client import Client, RpcError
 from hostd.errors import InvalidParams
 from hostd.rpc.params import ParamsDecoder
+from tests.support.helpers import b64, unb64
 from tests.support.hostd_proc import HostdProcess, start_hostd
 from tests.support.upstream import Request, Response, Upstream
 
@@ -167,10 +167,6 @@ def test_unknown_keys_are_ignored() -> None:
 # A real hostd, fed what Go plugins marshal ---------------------------------------------------
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 async def call_raw(c: Client, method: str, params: bytes) -> Any:
     rid = c.next_id()
     answer = c.expect(rid)
@@ -202,7 +198,7 @@ async def test_host_http_do_callback_uses_host_http_client(
     payload = b'{"Method":"POST","URL":"%s/","Headers":null,"Body":"eyJyZXF1ZXN0Ijp0cnVlfQ=="}' % upstream.url.encode()
     async with await served[0].connect() as c:
         result = await call_raw(c, "host.http.do", payload)
-    assert result["StatusCode"] == 200 and base64.b64decode(result["Body"]) == b'{"ok":true}'
+    assert result["StatusCode"] == 200 and unb64(result["Body"]) == b'{"ok":true}'
     assert result["Headers"]["X-Test"] == ["ok"]
     req = upstream.requests[-1]
     assert (req.method, req.body) == ("POST", b'{"request":true}')

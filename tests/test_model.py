@@ -1,13 +1,12 @@
 """``host.model.*`` end to end: a real hostd process, a real fake proxy on 127.0.0.1.
 
 Everything here runs without a callback scope (scopes are opened by ``hostd.invoke``;
-see ``test_model_scopes.py`` for the scope behaviour, driven in-process).
+see ``test_model_scopes.py`` for the scope behaviour).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import socket
 import tempfile
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ import pytest
 
 from hostd.client import Client, RpcError
 from tests.support.fake_proxy import FakeProxy, Flood, Json, Sse, error, sse_event, text
+from tests.support.helpers import b64, error_of, plugin, read_to_end, unb64
 from tests.support.hostd_proc import HostdProcess, start_hostd
 
 pytestmark = pytest.mark.anyio
@@ -28,14 +28,6 @@ PLUGIN = "demo-plugin"
 SUPPORTED = "openai, openai-response, claude, gemini"
 OPENAI_BODY = orjson.dumps({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]})
 OPENAI_STREAM_BODY = orjson.dumps({"model": "gpt-test", "stream": True, "messages": []})
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def unb64(data: str) -> bytes:
-    return base64.b64decode(data)
 
 
 def execute_params(body: bytes = OPENAI_BODY, **overrides: Any) -> dict[str, Any]:
@@ -50,11 +42,6 @@ def stream_params(body: bytes = OPENAI_STREAM_BODY, **overrides: Any) -> dict[st
 
 # One proxy and one hostd for the module (starting hostd dominates the run time); each test
 # gets a fresh connection, so a fresh session, and a proxy with nothing recorded.
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture(scope="module")
@@ -82,15 +69,11 @@ async def model_hostd(shared_proxy: FakeProxy) -> AsyncIterator[HostdProcess]:
             await hp.stop()
 
 
-async def hello(client: Client, plugin_id: str = PLUGIN) -> Client:
-    await client.call("hostd.hello", {"plugin_id": plugin_id, "schema_version": 3}, timeout=5)
-    return client
-
-
 @pytest.fixture
 async def client(model_hostd: HostdProcess) -> AsyncIterator[Client]:
-    async with await model_hostd.connect() as c:
-        yield await hello(c)
+    c, _ = await plugin(model_hostd, PLUGIN)
+    async with c:
+        yield c
 
 
 async def read(client: Client, stream_id: str) -> dict[str, Any]:
@@ -100,21 +83,7 @@ async def read(client: Client, stream_id: str) -> dict[str, Any]:
 
 async def read_all(client: Client, stream_id: str) -> tuple[bytes, dict[str, Any]]:
     """Every payload until the end, and the final read."""
-    data = b""
-    while True:
-        result = await read(client, stream_id)
-        assert set(result) == {"payload", "error", "done"}
-        if result["done"]:
-            assert result["payload"] is None
-            return data, result
-        assert result["error"] == ""
-        data += unb64(result["payload"])
-
-
-async def call_error(client: Client, method: str, params: dict[str, Any]) -> RpcError:
-    with pytest.raises(RpcError) as e:
-        await client.call(method, params, timeout=5)
-    return e.value
+    return await read_to_end(client, "host.model.stream_read", stream_id)
 
 
 # host.model.execute ------------------------------------------------------------------------------
@@ -220,11 +189,11 @@ async def test_plugin_headers_are_forwarded_except_credentials_framing_hop_by_ho
 
 async def test_header_values_http_forbids_fail_without_calling_the_proxy(client: Client, proxy: FakeProxy) -> None:
     for headers in ({"X-Custom": ["a\r\nX-Injected: 1"]}, {"X-Custom": ["caf\u00e9 \u2615"]}, {"Bad Name": ["v"]}):
-        e = await call_error(client, "host.model.execute", execute_params(headers=headers))
+        e = await error_of(client, "host.model.execute", execute_params(headers=headers))
         assert e.message.startswith("model execution failed: invalid request: "), headers
         assert e.data == {"code": "host_call_failed", "http_status": 400}
     for name in ("exit_protocol", "alt", "auth_id", "forced_provider"):
-        e = await call_error(client, "host.model.execute_stream", {**stream_params(), name: "x\ny"})
+        e = await error_of(client, "host.model.execute_stream", {**stream_params(), name: "x\ny"})
         assert e.data.get("http_status") == 400, name
     assert proxy.received == []
 
@@ -288,17 +257,17 @@ async def test_execute_with_an_empty_body_answer_returns_null_body(client: Clien
 
 
 async def test_decode_errors_come_first_with_the_method_label(client: Client, proxy: FakeProxy) -> None:
-    e = await call_error(client, "host.model.execute", {"stream": "yes", "entry_protocol": "nope"})
+    e = await error_of(client, "host.model.execute", {"stream": "yes", "entry_protocol": "nope"})
     assert e.code == -32602
     assert e.message.startswith("decode host model execution request: ")
     assert "$.stream" in e.message
-    e = await call_error(client, "host.model.execute_stream", {"body": "!!not base64!!"})
+    e = await error_of(client, "host.model.execute_stream", {"body": "!!not base64!!"})
     assert e.code == -32602
     assert e.message.startswith("decode host model execution stream request: ")
     assert "$.body" in e.message
-    e = await call_error(client, "host.model.stream_read", {"stream_id": 7})
+    e = await error_of(client, "host.model.stream_read", {"stream_id": 7})
     assert e.message.startswith("decode host model stream read request: ")
-    e = await call_error(client, "host.model.stream_close", {"stream_id": []})
+    e = await error_of(client, "host.model.stream_close", {"stream_id": []})
     assert e.message.startswith("decode host model stream close request: ")
     assert proxy.received == []
 
@@ -307,13 +276,13 @@ async def test_stream_flag_is_checked_before_anything_else(hostd: HostdProcess) 
     # ``hostd`` runs with the model backend off: the flag error still wins.
     async with await hostd.connect() as c:
         bad = {"entry_protocol": "nope", "proxy_url": "ftp://x"}
-        e = await call_error(c, "host.model.execute", {**bad, "stream": True})
+        e = await error_of(c, "host.model.execute", {**bad, "stream": True})
         assert (e.code, e.message) == (-32000, "host.model.execute requires stream=false")
-        e = await call_error(c, "host.model.execute_stream", bad)
+        e = await error_of(c, "host.model.execute_stream", bad)
         assert (e.code, e.message) == (-32000, "host.model.execute_stream requires stream=true")
-        e = await call_error(c, "host.model.execute_stream", {**bad, "stream": False})
+        e = await error_of(c, "host.model.execute_stream", {**bad, "stream": False})
         assert e.message == "host.model.execute_stream requires stream=true"
-        e = await call_error(c, "host.model.execute_stream", {**bad, "stream": None})
+        e = await error_of(c, "host.model.execute_stream", {**bad, "stream": None})
         assert e.message == "host.model.execute_stream requires stream=true"
 
 
@@ -322,15 +291,15 @@ async def test_proxy_url_is_checked_before_the_unavailable_backend(hostd: HostdP
     async with await hostd.connect() as c:
         bad = {"entry_protocol": "nope", "proxy_url": "ftp://x"}
         for method, extra in (("host.model.execute", {}), ("host.model.execute_stream", {"stream": True})):
-            e = await call_error(c, method, {**bad, **extra})
+            e = await error_of(c, method, {**bad, **extra})
             assert (e.code, e.message) == (-32000, "invalid proxy_url")
-            e = await call_error(c, method, {"entry_protocol": "nope", "proxy_url": "http://proxy:8080", **extra})
+            e = await error_of(c, method, {"entry_protocol": "nope", "proxy_url": "http://proxy:8080", **extra})
             assert (e.code, e.message) == (-32000, "host model executor is unavailable")
 
 
 async def test_proxy_url_is_checked_before_the_entry_protocol(client: Client, proxy: FakeProxy) -> None:
     for method, extra in (("host.model.execute", {}), ("host.model.execute_stream", {"stream": True})):
-        e = await call_error(client, method, {"entry_protocol": "nope", "proxy_url": "ftp://x", **extra})
+        e = await error_of(client, method, {"entry_protocol": "nope", "proxy_url": "ftp://x", **extra})
         assert (e.code, e.message) == (-32000, "invalid proxy_url")
         assert e.data == {"code": "host_call_failed", "http_status": 400}
     assert proxy.received == []
@@ -351,7 +320,7 @@ async def test_invalid_proxy_urls_are_refused(client: Client, proxy: FakeProxy) 
         "not a url",
     ]
     for value in invalid:
-        e = await call_error(client, "host.model.execute", execute_params(proxy_url=value))
+        e = await error_of(client, "host.model.execute", execute_params(proxy_url=value))
         assert (e.message, e.data.get("http_status")) == ("invalid proxy_url", 400), value
     assert proxy.received == []
 
@@ -366,7 +335,7 @@ async def test_valid_proxy_urls_are_forwarded(client: Client, proxy: FakeProxy) 
 async def test_unknown_entry_protocol_names_the_supported_ones(client: Client, proxy: FakeProxy) -> None:
     for method, extra in (("host.model.execute", {}), ("host.model.execute_stream", {"stream": True})):
         for value in ("anthropic", "", "OpenAI", " claude"):
-            e = await call_error(client, method, {"entry_protocol": value, **extra})
+            e = await error_of(client, method, {"entry_protocol": value, **extra})
             assert e.code == -32000
             assert e.message == f'unsupported entry_protocol "{value}": supported values are {SUPPORTED}'
             assert e.data == {"code": "host_call_failed", "http_status": 400}
@@ -378,7 +347,7 @@ async def test_unknown_entry_protocol_names_the_supported_ones(client: Client, p
 
 async def test_proxy_json_error_becomes_the_message_with_its_status(client: Client, proxy: FakeProxy) -> None:
     proxy.plan(error(429, "rate limited, retry later", "rate_limit_error"))
-    e = await call_error(client, "host.model.execute", execute_params())
+    e = await error_of(client, "host.model.execute", execute_params())
     assert (e.code, e.message) == (-32000, "rate limited, retry later")
     assert e.data == {"code": "host_call_failed", "http_status": 429}
 
@@ -387,7 +356,7 @@ async def test_wrong_proxy_key_is_the_proxys_401(short_tmp: Path, proxy: FakePro
     hp = await start_hostd(short_tmp, "--model-base-url", proxy.url, env={"HOSTD_MODEL_API_KEY": "wrong"})
     try:
         async with await hp.connect() as c:
-            e = await call_error(c, "host.model.execute", execute_params())
+            e = await error_of(c, "host.model.execute", execute_params())
     finally:
         await hp.stop()
     assert (e.message, e.data["http_status"]) == ("Invalid API key", 401)
@@ -396,32 +365,32 @@ async def test_wrong_proxy_key_is_the_proxys_401(short_tmp: Path, proxy: FakePro
 
 async def test_proxy_text_error_is_trimmed(client: Client, proxy: FakeProxy) -> None:
     proxy.plan(text(500, b"  \n upstream exploded \n"))
-    e = await call_error(client, "host.model.execute", execute_params())
+    e = await error_of(client, "host.model.execute", execute_params())
     assert (e.message, e.data["http_status"]) == ("upstream exploded", 500)
 
 
 async def test_proxy_json_without_error_message_gives_the_body(client: Client, proxy: FakeProxy) -> None:
     proxy.plan(Json(b'{"detail": "no route"}', 404))
-    e = await call_error(client, "host.model.execute", execute_params())
+    e = await error_of(client, "host.model.execute", execute_params())
     assert (e.message, e.data["http_status"]) == ('{"detail": "no route"}', 404)
 
 
 async def test_long_proxy_error_body_is_cut_to_1_kib(client: Client, proxy: FakeProxy) -> None:
     proxy.plan(text(503, b"x" * 5000))
-    e = await call_error(client, "host.model.execute", execute_params())
+    e = await error_of(client, "host.model.execute", execute_params())
     assert e.message == "x" * 1024
     assert e.data["http_status"] == 503
 
 
 async def test_empty_proxy_error_body_gives_the_default_text(client: Client, proxy: FakeProxy) -> None:
     proxy.plan(text(502, b"   "))
-    e = await call_error(client, "host.model.execute", execute_params())
+    e = await error_of(client, "host.model.execute", execute_params())
     assert (e.message, e.data["http_status"]) == ("model execution failed with status 502", 502)
 
 
 async def test_execute_stream_proxy_error_opens_no_stream(client: Client, proxy: FakeProxy) -> None:
     proxy.plan(error(400, "model gpt-nope not found"))
-    e = await call_error(client, "host.model.execute_stream", stream_params())
+    e = await error_of(client, "host.model.execute_stream", stream_params())
     assert (e.code, e.message) == (-32000, "model gpt-nope not found")
     assert e.data == {"code": "host_call_failed", "http_status": 400}
 
@@ -437,7 +406,7 @@ async def test_transport_failure_is_retryable_502(short_tmp: Path) -> None:
                 ("host.model.execute", execute_params()),
                 ("host.model.execute_stream", stream_params()),
             ):
-                e = await call_error(c, method, params)
+                e = await error_of(c, method, params)
                 assert e.code == -32000
                 assert e.message.startswith("model execution failed: ")
                 assert e.data == {"code": "host_call_failed", "http_status": 502, "retryable": True}
@@ -457,7 +426,7 @@ async def test_model_timeout_aborts_the_call_as_a_retryable_502(short_tmp: Path,
                 ("host.model.execute", execute_params()),
                 ("host.model.execute_stream", stream_params()),
             ):
-                e = await call_error(c, method, params)
+                e = await error_of(c, method, params)
                 assert e.message == "model execution failed: timeout after 0.3s", method
                 assert e.data == {"code": "host_call_failed", "http_status": 502, "retryable": True}
     finally:
@@ -552,7 +521,7 @@ async def test_unknown_stream_id_reads_done(client: Client) -> None:
 
 
 async def test_empty_stream_id_is_required(client: Client) -> None:
-    e = await call_error(client, "host.model.stream_read", {"stream_id": ""})
+    e = await error_of(client, "host.model.stream_read", {"stream_id": ""})
     assert (e.code, e.message) == (-32000, "model stream id is required")
     # Ids are compared exactly as sent: "  " is an unknown id, which reads as done.
     assert await read(client, "  ") == {"payload": None, "error": "", "done": True}
@@ -610,16 +579,18 @@ async def test_slow_reader_keeps_the_proxy_paused(client: Client, proxy: FakePro
     result = await client.call("host.model.execute_stream", stream_params(), timeout=5)
     exchange = proxy.exchanges[0]
     # Nobody reads: hostd's buffer fills, then the sockets', then the proxy's writes block
-    # for good. "For good" is a negative, so it is checked as "no progress within a window":
-    # without backpressure hostd would take the whole body within milliseconds.
+    # for good. "For good" is shown with sentinels, not a window of time: the proxy's writes
+    # stay blocked, with not one more byte taken, across three hostd.hello round trips in a
+    # row (hostd's event loop runs them, and would pull the body meanwhile if it pulled).
+    # Without backpressure hostd takes the whole body and the bound below fails.
+    quiet = 0
     async with asyncio.timeout(20):
-        while True:
+        while quiet < 3:
+            await proxy.wait_for(lambda: exchange.writes_blocked or exchange.completed)
             stalled_at = exchange.bytes_sent
-            assert stalled_at < bound and not exchange.completed, "hostd pulled the body with nobody reading"
-            try:
-                await proxy.wait_for(lambda: exchange.bytes_sent > stalled_at, timeout=0.3)  # noqa: B023
-            except TimeoutError:
-                break
+            await client.call("hostd.hello", {}, timeout=5)
+            assert exchange.bytes_sent < bound and not exchange.completed, "hostd pulled the body with nobody reading"
+            quiet = quiet + 1 if exchange.writes_blocked and exchange.bytes_sent == stalled_at else 0
     assert exchange.writes_blocked
     # Reading lets the proxy send again.
     while exchange.bytes_sent == stalled_at:

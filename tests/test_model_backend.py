@@ -16,15 +16,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def proxy() -> AsyncIterator[FakeProxy]:
-    server = await FakeProxy().start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
 async def backend(proxy: FakeProxy) -> AsyncIterator[ModelBackend]:
     config = load_config(overrides={"model.base_url": proxy.url + "/", "http.max_body_bytes": 64}, environ={})
     logger = Logger("warn")

@@ -9,7 +9,6 @@ re-entrant, from threads the plugin made), stdout isolation, every load error te
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import shutil
@@ -39,6 +38,7 @@ from hostd.native.supervisor import (
 from tests.native.harness import NO_ANSWER, TIMEOUT, RpcError, Worker, build_c, default_handler, running
 from tests.support.fake_proxy import FakeProxy
 from tests.support.gotool import go_build
+from tests.support.helpers import b64, read_emit_stream, unb64
 from tests.support.hostd_proc import HOSTD, HostdProcess, launch
 from tests.support.plugins import start_run
 from tests.support.upstream import Request as UpstreamRequest
@@ -79,10 +79,6 @@ def libs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def golib(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return go_build(NATIVE / "goplugin", tmp_path_factory.mktemp("go") / "go-native.so", buildmode="c-shared")
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 # --- hello and invokes ----------------------------------------------------------------------------
@@ -786,15 +782,6 @@ def test_a_crashed_worker_is_restarted_and_its_last_good_registration_replayed(l
 # socket as the host side. (`hostd run --native` adds restarts and replay on top: PROTOCOL §14.)
 
 
-@pytest.fixture
-async def proxy() -> AsyncIterator[FakeProxy]:
-    server = await FakeProxy().start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
 @contextlib.asynccontextmanager
 async def native_run(tmp: Path, lib: Path, *args: str) -> AsyncIterator[tuple[HostdProcess, Client]]:
     hp = await start_run(tmp, *args, cmd=worker_command(str(lib)))
@@ -807,13 +794,6 @@ async def native_run(tmp: Path, lib: Path, *args: str) -> AsyncIterator[tuple[Ho
 
 async def hostd_invoke(ctl: Client, plugin_id: str, method: str, params: dict[str, Any], **kw: Any) -> Any:
     return await ctl.call("hostd.invoke", {"plugin_id": plugin_id, "method": method, "params": params, **kw}, timeout=T)
-
-
-async def read_all(ctl: Client, stream_id: str) -> list[dict[str, Any]]:
-    reads: list[dict[str, Any]] = []
-    while not reads or not reads[-1]["done"]:
-        reads.append(await ctl.call("hostd.stream.read", {"stream_id": stream_id}, timeout=T))
-    return reads
 
 
 @pytest.mark.anyio
@@ -830,7 +810,7 @@ async def test_under_hostd_management_handle_reaches_upstream_and_the_model_back
         scope = result["host_callback_id"]
         assert scope  # hostd's scope, set in the params it sent the plugin
         assert result["http"]["result"]["StatusCode"] == 200
-        assert base64.b64decode(result["http"]["result"]["Body"]) == b"upstream says hi"
+        assert unb64(result["http"]["result"]["Body"]) == b"upstream says hi"
         assert result["model"]["result"]["status_code"] == 200
         assert result["reads"][-1]["result"]["done"] is True
         assert result["close"] == {"ok": True, "result": {}}
@@ -849,12 +829,12 @@ async def test_under_hostd_an_executor_streams_from_its_own_thread_and_inline(
 ) -> None:
     async with native_run(short_tmp, libs["plugin"]) as (_hp, ctl):
         answer = await hostd_invoke(ctl, "native-test", "executor.execute_stream", {}, stream=True)
-        reads = await read_all(ctl, answer["stream_id"])
-        assert [base64.b64decode(r["payload"]) for r in reads[:-1]] == [b"one", b"two", b"three"]
+        reads = await read_emit_stream(ctl, answer["stream_id"], T)
+        assert [unb64(r["payload"]) for r in reads[:-1]] == [b"one", b"two", b"three"]
         assert reads[-1] == {"payload": None, "error": "", "done": True}
         answer = await hostd_invoke(ctl, "native-test", "executor.execute_stream", {"inline": 1}, stream=True)
         assert answer["result"] == {}
-        reads = await read_all(ctl, answer["stream_id"])
+        reads = await read_emit_stream(ctl, answer["stream_id"], T)
         assert reads == [
             {"payload": b64(b"hello"), "error": "", "done": False},
             {"payload": b64(b" world"), "error": "", "done": False},

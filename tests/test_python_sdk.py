@@ -9,7 +9,6 @@ hostd process over its plugin socket, and drives it from hostd's control socket 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import sys
@@ -29,18 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "pyt
 
 from hostd_plugin import Emitter, Plugin, RpcError, StreamError
 
+from tests.support.helpers import read_emit_stream, unb64
+
 pytestmark = pytest.mark.anyio
 T = 10.0
 DONE = {"payload": None, "error": "", "done": True}
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[FakeProxy]:
-    server = await FakeProxy().start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture
@@ -80,15 +72,8 @@ async def invoke(ctl: Client, plugin_id: str, method: str, params: dict[str, Any
     return await ctl.call("hostd.invoke", request, timeout=T)
 
 
-async def read_all(ctl: Client, stream_id: str) -> list[dict[str, Any]]:
-    reads: list[dict[str, Any]] = []
-    while not reads or not reads[-1]["done"]:
-        reads.append(await ctl.call("hostd.stream.read", {"stream_id": stream_id}, timeout=T))
-    return reads
-
-
 def text(read: dict[str, Any]) -> str | None:
-    return None if read["payload"] is None else base64.b64decode(read["payload"]).decode()
+    return None if read["payload"] is None else unb64(read["payload"]).decode()
 
 
 # hello --------------------------------------------------------------------------------------
@@ -215,7 +200,7 @@ async def test_stream_method_answers_first_then_emits_and_closes(hp: HostdProces
 
     async with serving(plugin, hp), await hp.connect_control() as ctl:
         answer = await invoke(ctl, "sdk-emit", "executor.execute_stream", {"count": 20}, stream=True)
-        reads = await read_all(ctl, answer["stream_id"])
+        reads = await read_emit_stream(ctl, answer["stream_id"])
     assert answer["result"] == {}
     assert [text(r) for r in reads[:-1]] == [f"piece {i}" for i in range(20)]
     assert reads[-1] == DONE
@@ -231,7 +216,7 @@ async def test_a_stream_method_that_raises_closes_its_stream_with_the_error_text
 
     async with serving(plugin, hp), await hp.connect_control() as ctl:
         answer = await invoke(ctl, "sdk-fail", "executor.execute_stream", {}, stream=True)
-        reads = await read_all(ctl, answer["stream_id"])
+        reads = await read_emit_stream(ctl, answer["stream_id"])
     assert [text(r) for r in reads] == ["first", None]
     assert reads[-1] == {"payload": None, "error": "the model went away", "done": True}
 
@@ -250,7 +235,7 @@ async def test_a_produced_stream_whose_producer_raises_is_closed_not_left_open(h
 
     async with serving(plugin, hp), await hp.connect_control() as ctl:
         answer = await invoke(ctl, "sdk-produce", "t.stream", {}, stream=True)
-        reads = await read_all(ctl, answer["stream_id"])
+        reads = await read_emit_stream(ctl, answer["stream_id"])
     assert answer["result"] == {"accepted": True}
     assert reads == [{"payload": None, "error": "'missing key'", "done": True}]
 
@@ -270,7 +255,7 @@ async def test_stop_while_producing_closes_the_stream_as_cancelled(hp: HostdProc
             answer = await invoke(ctl, "sdk-stop", "executor.execute_stream", {}, stream=True)
             async with asyncio.timeout(T):
                 await emitted.wait()
-        reads = await read_all(ctl, answer["stream_id"])
+        reads = await read_emit_stream(ctl, answer["stream_id"])
     assert [text(r) for r in reads] == ["before stop", None]
     assert reads[-1]["error"] in ("cancelled", "plugin disconnected")  # whichever hostd saw first
 

@@ -53,9 +53,13 @@ async def plugin(hp: HostdProcess, plugin_id: str, *, answer_unknown: bool = Fal
 
 
 async def nothing_answered_before_a_sentinel(client: Client) -> None:
-    """Show that hostd sent ``client`` nothing that was not waited for: a ``hostd.hello`` sent
-    now must be the next message to arrive (hostd answers a session's requests in order of
-    arrival when they complete at once, and hello completes at once)."""
+    """Show that hostd sent ``client`` nothing it was not asked for, without waiting for time.
+
+    A ``hostd.hello`` is sent now and must be the next message to arrive. hostd reads a
+    session's lines in order and answers hello at once, so an answer to anything read before
+    (a framing or envelope error, an answer to a line that should have been dropped) would
+    be written first. Messages answered to :meth:`Client.call` never reach this queue.
+    """
     rid = f"sentinel-{client.next_id()}"
     await client.send({"jsonrpc": "2.0", "id": rid, "method": "hostd.hello", "params": {}})
     message = await client.read_message(timeout=T)
@@ -67,16 +71,20 @@ async def nothing_answered_before_a_sentinel(client: Client) -> None:
 
 
 async def read_to_end(client: Client, method: str, stream_id: str, timeout: float = T) -> tuple[bytes, dict[str, Any]]:
-    """Read a ``host.http.*``/``host.model.*`` stream with ``method`` (its ``stream_read``) to
-    its end: every payload joined, and the final read (pieces are 1..32 KiB, errors only last)."""
+    """Read a ``host.http.*`` or ``host.model.*`` stream with ``method`` (its ``stream_read``)
+    to its end: every payload joined, and the final read. Each piece is 1..32 KiB and an error
+    comes only with the end. ``host.model.stream_read`` answers carry all three keys every
+    time; ``host.http.stream_read`` leaves out the empty ones (PROTOCOL §5, §6)."""
+    every_key = method.startswith("host.model.")
     data = b""
     while True:
         result: dict[str, Any] = await client.call(method, {"stream_id": stream_id}, timeout=timeout)
-        assert set(result) == {"payload", "error", "done"}, result
-        if result["done"]:
-            assert result["payload"] is None, result
+        if every_key:
+            assert set(result) == {"payload", "error", "done"}, result
+        if result.get("done"):
+            assert result.get("payload") is None, result
             return data, result
-        assert result["error"] == "", result
+        assert not result.get("error"), result
         piece = unb64(result["payload"])
         assert 1 <= len(piece) <= 32 * 1024
         data += piece
