@@ -47,7 +47,7 @@ pytestmark = pytest.mark.anyio
 PROPERTIES = 7
 TRANSPORTS = 2
 TOTAL = int(os.environ.get("HOSTD_FUZZ_EXAMPLES", "4200"))
-PER_TEST = max(1, TOTAL // (PROPERTIES * TRANSPORTS))
+PER_TEST = max(1, -(-TOTAL // (PROPERTIES * TRANSPORTS)))  # rounded up: at least TOTAL in all
 FUZZ = settings(
     max_examples=PER_TEST,
     deadline=None,
@@ -304,7 +304,6 @@ class Target:
     upstream: Upstream
     proxy: FakeProxy
     examples: int = 0
-    streams: list[tuple[str, str]] = field(default_factory=list)
 
     async def neighbour_ok(self) -> None:
         """The daemon is up and a second session answers at once."""
