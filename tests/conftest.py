@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.fake_proxy import FakeProxy
-from tests.support.hostd_proc import STARTED, HostdProcess, start_hostd
+from tests.support.hostd_proc import STARTED, HostdProcess, running_hostd
 from tests.support.upstream import Upstream
 
 
@@ -69,11 +69,8 @@ def short_tmp() -> Iterator[Path]:
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
-    server = await Upstream().start()
-    try:
+    async with Upstream() as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture
@@ -85,28 +82,19 @@ def proxy_api_key() -> str:
 @pytest.fixture
 async def proxy(proxy_api_key: str) -> AsyncIterator[FakeProxy]:
     """A fake CLIProxyAPI on 127.0.0.1 (tests/support/fake_proxy.py), fresh for each test."""
-    server = await FakeProxy(api_key=proxy_api_key).start()
-    try:
+    async with FakeProxy(api_key=proxy_api_key) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture
 async def hostd(short_tmp: Path) -> AsyncIterator[HostdProcess]:
     """hostd serving on a Unix socket, with the model and auth families off."""
-    hp = await start_hostd(short_tmp)
-    try:
+    async with running_hostd(short_tmp) as hp:
         yield hp
-    finally:
-        await hp.stop()
 
 
 @pytest.fixture
 async def hp(short_tmp: Path) -> AsyncIterator[HostdProcess]:
     """A fresh hostd with a plugin socket and a control socket."""
-    proc = await start_hostd(short_tmp, control=True)
-    try:
+    async with running_hostd(short_tmp, control=True) as proc:
         yield proc
-    finally:
-        await proc.stop()

@@ -22,7 +22,7 @@ import pytest
 from hostd import __version__
 from hostd.client import Client, RpcError
 from tests.support.helpers import plugin
-from tests.support.hostd_proc import HostdProcess, start_hostd
+from tests.support.hostd_proc import HostdProcess, running_hostd
 
 pytestmark = pytest.mark.anyio
 
@@ -33,11 +33,8 @@ T = 5.0
 async def shared() -> AsyncIterator[HostdProcess]:
     """One hostd for the tests that only look at their own calls."""
     with tempfile.TemporaryDirectory(prefix="hostd-", dir="/tmp") as tmp:
-        proc = await start_hostd(Path(tmp), control=True)
-        try:
+        async with running_hostd(Path(tmp), control=True) as proc:
             yield proc
-        finally:
-            await proc.stop()
 
 
 async def next_request(client: Client, method: str | None = None, timeout: float = T) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import pytest
 
 from hostd.client import Client
 from tests.support.fake_proxy import FakeProxy, Sse, default_events, sse_event
-from tests.support.hostd_proc import HOSTD, HostdProcess, start_hostd
+from tests.support.hostd_proc import HOSTD, HostdProcess, running_hostd
 from tests.support.upstream import Request, Response, Upstream
 
 pytestmark = pytest.mark.anyio
@@ -37,11 +37,8 @@ async def full(short_tmp: Path, proxy: FakeProxy) -> AsyncIterator[HostdProcess]
     auth.mkdir()
     (auth / "claude-a.json").write_text('{"type": "claude", "email": "a@example.com"}')
     (auth / "codex-b.json").write_text('{"type": "codex"}')
-    hp = await start_hostd(short_tmp, "--model-base-url", proxy.url, "--auth-dir", str(auth), control=True)
-    try:
+    async with running_hostd(short_tmp, "--model-base-url", proxy.url, "--auth-dir", str(auth), control=True) as hp:
         yield hp
-    finally:
-        await hp.stop()
 
 
 @contextlib.asynccontextmanager

@@ -22,7 +22,7 @@ import pytest
 from hostd.client import Client
 from tests.support.fake_proxy import FakeProxy, Json, Sse
 from tests.support.helpers import b64, error_of, unb64
-from tests.support.hostd_proc import HostdProcess, start_hostd
+from tests.support.hostd_proc import HostdProcess, running_hostd
 from tests.support.upstream import Request, Response, Upstream
 
 pytestmark = pytest.mark.anyio
@@ -54,11 +54,8 @@ def proxy_api_key() -> str:
 @pytest.fixture
 async def model_hostd(proxy: FakeProxy) -> AsyncIterator[HostdProcess]:
     with tempfile.TemporaryDirectory(prefix="hostd-", dir="/tmp") as tmp:
-        hp = await start_hostd(Path(tmp), "--model-base-url", proxy.url, env={"HOSTD_MODEL_API_KEY": KEY})
-        try:
+        async with running_hostd(Path(tmp), "--model-base-url", proxy.url, env={"HOSTD_MODEL_API_KEY": KEY}) as hp:
             yield hp
-        finally:
-            await hp.stop()
 
 
 @pytest.fixture

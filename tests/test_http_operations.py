@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from hostd.operations import OperationRegistry, go_quote
 from tests.support.helpers import error_of, scope_of
 from tests.support.helpers import plugin as connect_plugin
 from tests.support.hostd_proc import HostdProcess, running_hostd
+from tests.support.loopback import LoopbackServer
 from tests.support.upstream import Request, Response, Upstream
 
 pytestmark = pytest.mark.anyio
@@ -36,20 +36,19 @@ async def open_op(c: Client, **params: Any) -> str:
     return op_id
 
 
-@dataclass
-class HeldServer:
+class HeldServer(LoopbackServer):
     """A raw HTTP server that reads a request head and then answers only what the test says,
     recording when the client hangs up."""
 
-    head: bytes = b""  # sent once the request head arrived (b"" = nothing: headers never come)
-    got_request: asyncio.Event = field(default_factory=asyncio.Event)
-    disconnected: asyncio.Event = field(default_factory=asyncio.Event)
-    server: asyncio.Server | None = None
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = b""  # sent once the request head arrived (b"" = nothing: headers never come)
+        self.got_request = asyncio.Event()
+        self.disconnected = asyncio.Event()
 
     @property
     def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/held"
+        return f"{super().url}/held"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -69,12 +68,8 @@ class HeldServer:
 
 @pytest.fixture
 async def held() -> AsyncIterator[HeldServer]:
-    srv = HeldServer()
-    srv.server = await asyncio.start_server(srv._serve, "127.0.0.1", 0)
-    try:
+    async with HeldServer() as srv:
         yield srv
-    finally:
-        srv.server.close()
 
 
 @pytest.fixture

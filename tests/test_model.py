@@ -19,7 +19,7 @@ import pytest
 from hostd.client import Client, RpcError
 from tests.support.fake_proxy import FakeProxy, Flood, Json, Sse, error, sse_event, text
 from tests.support.helpers import b64, error_of, plugin, read_to_end, unb64
-from tests.support.hostd_proc import HostdProcess, start_hostd
+from tests.support.hostd_proc import HostdProcess, running_hostd, start_hostd
 
 pytestmark = pytest.mark.anyio
 
@@ -62,11 +62,10 @@ def proxy(shared_proxy: FakeProxy) -> FakeProxy:
 @pytest.fixture(scope="module")
 async def model_hostd(shared_proxy: FakeProxy) -> AsyncIterator[HostdProcess]:
     with tempfile.TemporaryDirectory(prefix="hostd-", dir="/tmp") as tmp:
-        hp = await start_hostd(Path(tmp), "--model-base-url", shared_proxy.url, env={"HOSTD_MODEL_API_KEY": KEY})
-        try:
+        async with running_hostd(
+            Path(tmp), "--model-base-url", shared_proxy.url, env={"HOSTD_MODEL_API_KEY": KEY}
+        ) as hp:
             yield hp
-        finally:
-            await hp.stop()
 
 
 @pytest.fixture

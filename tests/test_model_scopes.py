@@ -33,7 +33,7 @@ from tests.support.helpers import (
     scope_is_open,
     unb64,
 )
-from tests.support.hostd_proc import HostdProcess, start_hostd
+from tests.support.hostd_proc import HostdProcess, running_hostd
 
 pytestmark = pytest.mark.anyio
 
@@ -51,11 +51,10 @@ def proxy_api_key() -> str:
 
 @pytest.fixture
 async def scoped_hostd(short_tmp: Path, proxy: FakeProxy) -> AsyncIterator[HostdProcess]:
-    hp = await start_hostd(short_tmp, "--model-base-url", proxy.url, control=True, env={"HOSTD_MODEL_API_KEY": KEY})
-    try:
+    async with running_hostd(
+        short_tmp, "--model-base-url", proxy.url, control=True, env={"HOSTD_MODEL_API_KEY": KEY}
+    ) as hp:
         yield hp
-    finally:
-        await hp.stop()
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ from tests.native.harness import NO_ANSWER, TIMEOUT, RpcError, Worker, build_c, 
 from tests.support.fake_proxy import FakeProxy
 from tests.support.gotool import go_build
 from tests.support.helpers import b64, read_emit_stream, unb64
-from tests.support.hostd_proc import HOSTD, HostdProcess, launch
+from tests.support.hostd_proc import HostdProcess
 from tests.support.plugins import start_run
 from tests.support.upstream import Request as UpstreamRequest
 from tests.support.upstream import Response, Upstream
@@ -896,17 +896,7 @@ async def test_under_hostd_a_go_plugin_logs_from_several_goroutines(golib: Path,
 
 
 async def start_native(tmp: Path, lib: Path, *args: str, ready: str = '"hello plugin"') -> HostdProcess:
-    control = str(tmp / "control.sock")
-    argv = [*HOSTD, "run", "--log-level", "debug", "--control", f"unix:{control}", "--auth-dir", ""]
-    argv += ["--model-base-url", "", *args, "--native", str(lib)]
-    return await launch(
-        argv,
-        socket=None,
-        control=control,
-        ready=ready,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-    )
+    return await start_run(tmp, *args, native=lib, ready=ready)
 
 
 @pytest.mark.anyio

@@ -21,7 +21,7 @@ import pytest
 from hostd.client import Client
 from hostd.client import RpcError as ClientRpcError
 from tests.support.fake_proxy import FakeProxy, Sse, error, sse_event
-from tests.support.hostd_proc import HostdProcess, start_hostd
+from tests.support.hostd_proc import HostdProcess, running_hostd
 from tests.support.upstream import Request, Response, Upstream
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "python"))
@@ -41,11 +41,8 @@ async def full(short_tmp: Path, proxy: FakeProxy) -> AsyncIterator[HostdProcess]
     auth = short_tmp / "auth"
     auth.mkdir()
     (auth / "claude-a.json").write_text('{"type": "claude", "email": "a@example.com"}')
-    hp = await start_hostd(short_tmp, "--model-base-url", proxy.url, "--auth-dir", str(auth), control=True)
-    try:
+    async with running_hostd(short_tmp, "--model-base-url", proxy.url, "--auth-dir", str(auth), control=True) as hp:
         yield hp
-    finally:
-        await hp.stop()
 
 
 @contextlib.asynccontextmanager

@@ -10,30 +10,29 @@ import asyncio
 import base64
 import gzip
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from hostd.client import Client
 from tests.support.hostd_proc import HostdProcess
+from tests.support.loopback import LoopbackServer
 
 pytestmark = pytest.mark.anyio
 T = 10.0
 PAYLOAD = b"compressible " * 100
 
 
-@dataclass
-class RawServer:
+class RawServer(LoopbackServer):
     """Answers every request with a gzip body and keeps each request head as bytes."""
 
-    heads: list[bytes] = field(default_factory=list)
-    server: asyncio.Server | None = None
+    def __init__(self) -> None:
+        super().__init__()
+        self.heads: list[bytes] = []
 
     @property
     def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/wire"
+        return f"{super().url}/wire"
 
     def names(self, index: int = -1) -> list[str]:
         """The header names of a request, in wire order and casing."""
@@ -58,12 +57,8 @@ class RawServer:
 
 @pytest.fixture
 async def raw() -> AsyncIterator[RawServer]:
-    srv = RawServer()
-    srv.server = await asyncio.start_server(srv._serve, "127.0.0.1", 0)
-    try:
+    async with RawServer() as srv:
         yield srv
-    finally:
-        srv.server.close()
 
 
 @pytest.fixture

@@ -33,6 +33,12 @@ class LoopbackServer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
     def _notify(self) -> None:
         """Wake everyone in :meth:`wait_for` to re-check their condition."""
         self.changed.set()

@@ -59,11 +59,16 @@ async def plugin_process(hp: HostdProcess, *args: str) -> AsyncIterator[PluginPr
         await plugin.kill()
 
 
-async def start_run(tmp: Path, *args: str, cmd: list[str], ready: str = '"hello plugin"') -> HostdProcess:
-    """Start ``hostd run [args] -- CMD`` with a control socket; returns once ``ready`` is logged."""
+async def start_run(
+    tmp: Path, *args: str, cmd: list[str] | None = None, native: Path | None = None, ready: str = '"hello plugin"'
+) -> HostdProcess:
+    """Start ``hostd run [args] -- CMD`` (or, given ``native``, ``hostd run [args] --native LIB``)
+    with a control socket; returns once ``ready`` is logged."""
+    assert (cmd is None) != (native is None), "a command or a native library, not both"
     control = str(tmp / "control.sock")
     argv = [*HOSTD, "run", "--log-level", "debug", "--control", f"unix:{control}"]
-    argv += ["--auth-dir", "", "--model-base-url", "", *args, "--", *cmd]
+    argv += ["--auth-dir", "", "--model-base-url", "", *args]
+    argv += ["--native", str(native)] if native is not None else ["--", *(cmd or [])]
     return await launch(
         argv,
         socket=None,
