@@ -4,7 +4,10 @@ loopback up, so even a request the policy failed to refuse could not leave the m
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+import contextlib
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -70,8 +73,6 @@ async def test_deny_private_refuses_loopback(short_tmp: Path) -> None:
 
 async def test_a_redirect_to_a_forbidden_address_is_refused(isolated: HostdProcess) -> None:
     """The check runs again at every redirect hop (the upstream lives inside the namespace)."""
-    import subprocess
-    import sys
 
     server = (
         "import http.server,sys\n"
@@ -113,33 +114,46 @@ def test_policy_reasons() -> None:
     assert strict.reason(ipaddress.ip_address("8.8.8.8")) is None
 
 
-async def test_through_an_upstream_proxy_literal_addresses_are_still_checked(short_tmp: Path) -> None:
-    """With ``http.proxy`` set, requests go to the proxy (here a tiny one inside the namespace)."""
-    import subprocess
-    import sys
+@contextlib.contextmanager
+def proxy_in_a_namespace(body: str) -> Iterator[tuple[int, list[str]]]:
+    """A tiny HTTP proxy alone in a new network namespace, answering each GET with ``body``
+    (a Python expression over ``self.path`` and ``seen``, the paths asked for so far).
 
-    proxy = (
+    Yields its port and the command prefix that runs hostd in the same namespace: the proxy
+    starts first, hostd joins it with nsenter.
+    """
+    script = (
         "import http.server\n"
+        "seen=[]\n"
         "class H(http.server.BaseHTTPRequestHandler):\n"
         "    def do_GET(self):\n"
-        "        body=('proxied '+self.path).encode()\n"
+        f"        seen.append(self.path); body={body}\n"
         "        self.send_response(200); self.send_header('Content-Length',str(len(body))); self.end_headers()\n"
         "        self.wfile.write(body)\n"
         "    def log_message(self,*a): pass\n"
         "s=http.server.HTTPServer(('127.0.0.1',0),H); print(s.server_port,flush=True); s.serve_forever()\n"
     )
-    # One namespace for both: the proxy starts first, hostd joins it with nsenter.
     holder = subprocess.Popen(
-        ["unshare", "--net", "--", "sh", "-c", f'ip link set lo up && exec "{sys.executable}" -c "$0"', proxy],
+        ["unshare", "--net", "--", "sh", "-c", f'ip link set lo up && exec "{sys.executable}" -c "$0"', script],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert holder.stdout is not None
         port = int(holder.stdout.readline())
+        yield port, ["nsenter", "-t", str(holder.pid), "-n", "--"]
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+async def test_through_an_upstream_proxy_literal_addresses_are_still_checked(short_tmp: Path) -> None:
+    """With ``http.proxy`` set, requests go to the proxy (here a tiny one inside the namespace)."""
+    with proxy_in_a_namespace("('proxied '+self.path).encode()") as (port, prefix):
         config = short_tmp / "hostd.toml"
         config.write_text(f'[http]\nproxy = "http://127.0.0.1:{port}"\n')
-        prefix = ["nsenter", "-t", str(holder.pid), "-n", "--"]
         async with running_hostd(short_tmp, "--config", str(config), prefix=prefix) as hp, await hp.connect() as c:
             ok = await c.call("host.http.do", {"url": "http://127.0.0.1:9/via-proxy"}, timeout=10)
             assert ok["StatusCode"] == 200
@@ -147,11 +161,6 @@ async def test_through_an_upstream_proxy_literal_addresses_are_still_checked(sho
             with pytest.raises(RpcError) as e:
                 await c.call("host.http.do", {"url": "http://169.254.169.254/"}, timeout=10)
             assert e.value.code == -32002
-    finally:
-        holder.kill()
-        holder.wait()
-        if holder.stdout is not None:
-            holder.stdout.close()
 
 
 # PROTOCOL.md §12: canonical forms, embedded addresses, host rules ----------------------
@@ -281,7 +290,6 @@ async def test_allow_and_deny_hosts_refine_the_policy(short_tmp: Path) -> None:
 )
 async def test_a_bad_host_pattern_is_refused_at_start(short_tmp: Path, pattern: str) -> None:
     import asyncio
-    import sys
 
     config = short_tmp / "hostd.toml"
     config.write_text(f'[http]\ndeny_hosts = ["{pattern}"]\n')
@@ -297,7 +305,6 @@ async def test_a_bad_host_pattern_is_refused_at_start(short_tmp: Path, pattern: 
 async def test_a_socks5_proxy_is_refused_at_start_with_a_config_error(short_tmp: Path) -> None:
     """Issue 10 item 8: not accepted at start and then ImportError on every request."""
     import asyncio
-    import sys
 
     config = short_tmp / "hostd.toml"
     config.write_text('[http]\nproxy = "socks5://127.0.0.1:1080"\n')
@@ -314,31 +321,9 @@ async def test_a_socks5_proxy_is_refused_at_start_with_a_config_error(short_tmp:
 @pytest.mark.netns
 async def test_through_an_upstream_proxy_every_spelling_of_a_refused_address_is_refused(short_tmp: Path) -> None:
     """The proxy resolves, not hostd: the host is read as the proxy will read it (§12)."""
-    import subprocess
-    import sys
-
-    proxy = (
-        "import http.server\n"
-        "seen=[]\n"
-        "class H(http.server.BaseHTTPRequestHandler):\n"
-        "    def do_GET(self):\n"
-        "        seen.append(self.path); body=repr(seen).encode()\n"
-        "        self.send_response(200); self.send_header('Content-Length',str(len(body))); self.end_headers()\n"
-        "        self.wfile.write(body)\n"
-        "    def log_message(self,*a): pass\n"
-        "s=http.server.HTTPServer(('127.0.0.1',0),H); print(s.server_port,flush=True); s.serve_forever()\n"
-    )
-    holder = subprocess.Popen(
-        ["unshare", "--net", "--", "sh", "-c", f'ip link set lo up && exec "{sys.executable}" -c "$0"', proxy],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        port = int(holder.stdout.readline())
+    with proxy_in_a_namespace("repr(seen).encode()") as (port, prefix):
         config = short_tmp / "hostd.toml"
         config.write_text(f'[http]\nproxy = "http://127.0.0.1:{port}"\ndeny_hosts = ["*.denied.test"]\n')
-        prefix = ["nsenter", "-t", str(holder.pid), "-n", "--"]
         refused = [f"http://{s}/" for s in SPELLINGS] + [
             "http://169.254.169.254./",
             "http://0/",
@@ -357,8 +342,3 @@ async def test_through_an_upstream_proxy_every_spelling_of_a_refused_address_is_
             ok = await c.call("host.http.do", {"url": "http://127.0.0.1:9/after"}, timeout=10)
         # The proxy saw only the allowed request: every refusal happened before anything was sent.
         assert base64.b64decode(ok["Body"]) == b"['http://127.0.0.1:9/after']"
-    finally:
-        holder.kill()
-        holder.wait()
-        if holder.stdout is not None:
-            holder.stdout.close()
