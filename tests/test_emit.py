@@ -18,7 +18,7 @@ import pytest
 
 from hostd.client import Client, RpcError
 from tests.support.helpers import DONE, T, b64, read_emit_stream, scope_is_open
-from tests.support.hostd_proc import HostdProcess, start_hostd
+from tests.support.hostd_proc import HostdProcess, running_hostd
 from tests.support.plugins import EXECUTOR, plugin_process
 
 pytestmark = pytest.mark.anyio
@@ -269,17 +269,17 @@ async def test_failed_streaming_invoke_closes_its_stream_and_scope(hp: HostdProc
 
 
 async def test_an_unread_emit_stream_is_reaped_when_idle(short_tmp: Path) -> None:
-    hp = await start_hostd(short_tmp, "--stream-idle-timeout", "0.3", control=True)
-    try:
-        async with plugin_process(hp), await hp.connect_control() as ctl:
-            answer = await invoke(ctl, "t.stream", {"count": 20})
-            stream_id = answer["stream_id"]
-            reaped = await hp.wait_log('"idle stream reaped"')
-            producer = await ask(ctl, "t.producer", {"stream_id": stream_id})
-            after = await read(ctl, stream_id)
-            scope_open = await scope_is_open(hp, answer["result"]["host_callback_id"])
-    finally:
-        await hp.stop()
+    async with (
+        running_hostd(short_tmp, "--stream-idle-timeout", "0.3", control=True) as hp,
+        plugin_process(hp),
+        await hp.connect_control() as ctl,
+    ):
+        answer = await invoke(ctl, "t.stream", {"count": 20})
+        stream_id = answer["stream_id"]
+        reaped = await hp.wait_log('"idle stream reaped"')
+        producer = await ask(ctl, "t.producer", {"stream_id": stream_id})
+        after = await read(ctl, stream_id)
+        scope_open = await scope_is_open(hp, answer["result"]["host_callback_id"])
     assert stream_id in reaped and '"kind":"emit"' in reaped
     assert producer["error"] == f"stream {stream_id} is not open"
     assert after == DONE
@@ -287,14 +287,14 @@ async def test_an_unread_emit_stream_is_reaped_when_idle(short_tmp: Path) -> Non
 
 
 async def test_idle_clock_starts_when_the_invoke_returns(short_tmp: Path) -> None:
-    hp = await start_hostd(short_tmp, "--stream-idle-timeout", "0.5", control=True)
-    try:
-        async with plugin_process(hp), await hp.connect_control() as ctl:
-            # The plugin answers after three idle timeouts; the stream must still be there.
-            answer = await invoke(ctl, "t.stream", {"count": 3, "answer_after_s": 1.5})
-            reads = await read_emit_stream(ctl, answer["stream_id"])
-    finally:
-        await hp.stop()
+    async with (
+        running_hostd(short_tmp, "--stream-idle-timeout", "0.5", control=True) as hp,
+        plugin_process(hp),
+        await hp.connect_control() as ctl,
+    ):
+        # The plugin answers after three idle timeouts; the stream must still be there.
+        answer = await invoke(ctl, "t.stream", {"count": 3, "answer_after_s": 1.5})
+        reads = await read_emit_stream(ctl, answer["stream_id"])
     assert payloads(reads) == ["chunk-0", "chunk-1", "chunk-2"]
     assert reads[-1] == DONE
     assert not any('"idle stream reaped"' in line for line in hp.stderr_lines)

@@ -19,7 +19,7 @@ import pytest
 from hostd.client import Client, RpcError
 from tests.support.fake_proxy import FakeProxy, Flood, Json, Sse, error, sse_event, text
 from tests.support.helpers import b64, error_of, plugin, read_to_end, unb64
-from tests.support.hostd_proc import HostdProcess, running_hostd, start_hostd
+from tests.support.hostd_proc import HostdProcess, running_hostd
 
 pytestmark = pytest.mark.anyio
 
@@ -352,12 +352,11 @@ async def test_proxy_json_error_becomes_the_message_with_its_status(client: Clie
 
 
 async def test_wrong_proxy_key_is_the_proxys_401(short_tmp: Path, proxy: FakeProxy) -> None:
-    hp = await start_hostd(short_tmp, "--model-base-url", proxy.url, env={"HOSTD_MODEL_API_KEY": "wrong"})
-    try:
-        async with await hp.connect() as c:
-            e = await error_of(c, "host.model.execute", execute_params())
-    finally:
-        await hp.stop()
+    async with (
+        running_hostd(short_tmp, "--model-base-url", proxy.url, env={"HOSTD_MODEL_API_KEY": "wrong"}) as hp,
+        await hp.connect() as c,
+    ):
+        e = await error_of(c, "host.model.execute", execute_params())
     assert (e.message, e.data["http_status"]) == ("Invalid API key", 401)
     assert proxy.received[0].header("authorization") == "Bearer wrong"
 
@@ -398,19 +397,15 @@ async def test_transport_failure_is_retryable_502(short_tmp: Path) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    hp = await start_hostd(short_tmp, "--model-base-url", f"http://127.0.0.1:{port}")
-    try:
-        async with await hp.connect() as c:
-            for method, params in (
-                ("host.model.execute", execute_params()),
-                ("host.model.execute_stream", stream_params()),
-            ):
-                e = await error_of(c, method, params)
-                assert e.code == -32000
-                assert e.message.startswith("model execution failed: ")
-                assert e.data == {"code": "host_call_failed", "http_status": 502, "retryable": True}
-    finally:
-        await hp.stop()
+    async with running_hostd(short_tmp, "--model-base-url", f"http://127.0.0.1:{port}") as hp, await hp.connect() as c:
+        for method, params in (
+            ("host.model.execute", execute_params()),
+            ("host.model.execute_stream", stream_params()),
+        ):
+            e = await error_of(c, method, params)
+            assert e.code == -32000
+            assert e.message.startswith("model execution failed: ")
+            assert e.data == {"code": "host_call_failed", "http_status": 502, "retryable": True}
 
 
 async def test_model_timeout_aborts_the_call_as_a_retryable_502(short_tmp: Path, proxy: FakeProxy) -> None:
@@ -418,18 +413,17 @@ async def test_model_timeout_aborts_the_call_as_a_retryable_502(short_tmp: Path,
     config.write_text("[model]\ntimeout_s = 0.3\napi_key_env = ''\n")
     never = asyncio.Event()
     proxy.plan(Json(b"{}", head_gate=never), Sse([], head_gate=never))
-    hp = await start_hostd(short_tmp, "--config", str(config), "--model-base-url", proxy.url)
-    try:
-        async with await hp.connect() as c:
-            for method, params in (
-                ("host.model.execute", execute_params()),
-                ("host.model.execute_stream", stream_params()),
-            ):
-                e = await error_of(c, method, params)
-                assert e.message == "model execution failed: timeout after 0.3s", method
-                assert e.data == {"code": "host_call_failed", "http_status": 502, "retryable": True}
-    finally:
-        await hp.stop()
+    async with (
+        running_hostd(short_tmp, "--config", str(config), "--model-base-url", proxy.url) as hp,
+        await hp.connect() as c,
+    ):
+        for method, params in (
+            ("host.model.execute", execute_params()),
+            ("host.model.execute_stream", stream_params()),
+        ):
+            e = await error_of(c, method, params)
+            assert e.message == "model execution failed: timeout after 0.3s", method
+            assert e.data == {"code": "host_call_failed", "http_status": 502, "retryable": True}
     async with asyncio.timeout(5):
         for exchange in proxy.exchanges:
             await exchange.disconnected.wait()
