@@ -1,10 +1,11 @@
-"""httpcore's network layer on plain asyncio streams (private to :mod:`hostd.upstream._net`).
+"""httpcore's network layer on a plain asyncio protocol (private to :mod:`hostd.upstream._net`).
 
 httpcore's default backend goes through anyio, which opens a cancel scope for every read and
 write; with thousands of streams relaying at once that was the largest cost left in hostd's
-profile. Here a read is a ``StreamReader.read`` and a timeout, when there is one, is an
-``asyncio.timeout``. TLS is upgraded in place (``StreamWriter.start_tls``), keeping the host
-name for SNI and certificate checks while the socket is connected to a checked address.
+profile. Here a read takes what the transport delivered (waiting on one future when nothing
+has arrived) and a timeout, when there is one, is an ``asyncio.timeout``. TLS is upgraded in
+place (``loop.start_tls``), keeping the host name for SNI and certificate checks while the
+socket is connected to a checked address.
 """
 
 from __future__ import annotations
@@ -34,42 +35,140 @@ def is_socket_readable(sock: socket.socket | None) -> bool:
     return bool(poller.poll(0))
 
 
-class AsyncioStream(httpcore.AsyncNetworkStream):
-    __slots__ = ("_reader", "_writer")
+class AsyncioStream(httpcore.AsyncNetworkStream, asyncio.Protocol):
+    """One upstream connection: its own asyncio protocol and httpcore's stream in one object.
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+    Not ``StreamReader``/``StreamWriter``: those cost ~3 KiB per connection (a reader, a
+    protocol, a writer, a deque and a future each) and copy every byte twice (into the
+    reader's buffer, then out of it). Here what the transport delivers is kept as it came
+    and a read returns a delivered chunk whole when it fits, else a slice of it.
+    """
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._chunks: list[bytes] = []
+        self._offset = 0  # bytes of _chunks[0] already returned
+        self._buffered = 0  # bytes delivered and not yet returned
+        self._eof = False
+        self._lost = False
+        self._error: BaseException | None = None
+        self._paused = False  # reading paused: READ_LIMIT bytes are waiting
+        self._tls = False
+        self._waiter: asyncio.Future[None] | None = None  # a read waiting for data
+        self._drain: asyncio.Future[None] | None = None  # a write waiting for the transport
+
+    # asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = typing.cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > READ_LIMIT and not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake_reader()
+        return not self._tls  # plain TCP stays half-open, as with asyncio's streams
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = self._lost = True
+        self._error = exc
+        self._wake_reader()
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._drain is None:
+            self._drain = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def _wake_reader(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # httpcore.AsyncNetworkStream ---------------------------------------------------------
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if not self._chunks and not self._eof:
+            try:
+                if timeout is None:
+                    await self._wait_data()
+                else:
+                    async with asyncio.timeout(timeout):
+                        await self._wait_data()
+            except TimeoutError:
+                raise httpcore.ReadTimeout(f"no data for {timeout:g}s") from None
+        if not self._chunks:
+            if self._error is not None:
+                raise httpcore.ReadError(str(self._error) or type(self._error).__name__)
+            return b""
+        return self._take(max_bytes)
+
+    async def _wait_data(self) -> None:
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
         try:
-            if timeout is None:
-                return await self._reader.read(max_bytes)
-            async with asyncio.timeout(timeout):
-                return await self._reader.read(max_bytes)
-        except TimeoutError:
-            raise httpcore.ReadTimeout(f"no data for {timeout:g}s") from None
-        except OSError as e:
-            raise httpcore.ReadError(str(e) or type(e).__name__) from None
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _take(self, max_bytes: int) -> bytes:
+        chunk = self._chunks[0]
+        offset = self._offset
+        left = len(chunk) - offset
+        if left <= max_bytes:
+            del self._chunks[0]
+            self._offset = 0
+            data = chunk if offset == 0 else chunk[offset:]
+        else:
+            data = chunk[offset : offset + max_bytes]
+            self._offset = offset + max_bytes
+        self._buffered -= len(data)
+        if self._paused and self._buffered <= READ_LIMIT // 2 and self._transport is not None and not self._lost:
+            self._paused = False
+            self._transport.resume_reading()
+        return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:
             return
+        transport = self._transport
+        if self._lost or transport is None or transport.is_closing():
+            raise httpcore.WriteError("connection lost")
         try:
-            self._writer.write(buffer)
-            if timeout is None:
-                await self._writer.drain()
-            else:
-                async with asyncio.timeout(timeout):
-                    await self._writer.drain()
-        except TimeoutError:
-            raise httpcore.WriteTimeout(f"could not write for {timeout:g}s") from None
+            transport.write(buffer)
         except (OSError, RuntimeError) as e:  # RuntimeError: the transport is closing
             raise httpcore.WriteError(str(e) or type(e).__name__) from None
+        drain = self._drain
+        if drain is None:
+            return
+        try:
+            if timeout is None:
+                await asyncio.shield(drain)
+            else:
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(drain)
+        except TimeoutError:
+            raise httpcore.WriteTimeout(f"could not write for {timeout:g}s") from None
+        if self._lost:
+            raise httpcore.WriteError(str(self._error) if self._error else "connection lost")
 
     def abort(self) -> None:
         """Drop the connection now, from synchronous code (the stream table's close)."""
-        sock = self._writer.get_extra_info("socket")
+        transport = self._transport
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
         if sock is not None:
             # An aborted transport's socket is closed on a later loop turn, after every
             # callback already queued (with 10,000 producers being cancelled, about a second
@@ -81,11 +180,11 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
                     raw.shutdown(socket.SHUT_RDWR)
                 finally:
                     raw.detach()
-        self._writer.transport.abort()
+        transport.abort()
 
     async def aclose(self) -> None:
-        transport = self._writer.transport
-        if transport.is_closing():
+        transport = self._transport
+        if transport is None or transport.is_closing():
             return
         # Asked before close(): a closed TLS transport no longer knows its buffer.
         stuck = transport.get_write_buffer_size() > 0  # the peer is not reading: do not wait for it
@@ -99,28 +198,39 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        transport = self._transport
+        assert transport is not None
         try:
             async with asyncio.timeout(timeout):
-                await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
+                tls = await asyncio.get_running_loop().start_tls(
+                    transport, self, ssl_context, server_hostname=server_hostname
+                )
         except TimeoutError:
             await self.aclose()
             raise httpcore.ConnectTimeout(f"TLS handshake took more than {timeout:g}s") from None
         except (OSError, ssl.SSLError) as e:
             await self.aclose()
             raise httpcore.ConnectError(str(e) or type(e).__name__) from None
+        if tls is None:  # the connection was lost during the handshake
+            raise httpcore.ConnectError("connection lost during the TLS handshake")
+        self._transport = tls
+        self._tls = True
         return self
 
     def get_extra_info(self, info: str) -> typing.Any:
+        transport = self._transport
+        if transport is None:
+            return None
         if info == "ssl_object":
-            return self._writer.get_extra_info("ssl_object")
+            return transport.get_extra_info("ssl_object")
         if info == "client_addr":
-            return self._writer.get_extra_info("sockname")
+            return transport.get_extra_info("sockname")
         if info == "server_addr":
-            return self._writer.get_extra_info("peername")
+            return transport.get_extra_info("peername")
         if info == "socket":
-            return self._writer.get_extra_info("socket")
+            return transport.get_extra_info("socket")
         if info == "is_readable":
-            return self._reader.at_eof() or is_socket_readable(self._writer.get_extra_info("socket"))
+            return bool(self._chunks) or self._eof or is_socket_readable(transport.get_extra_info("socket"))
         return None
 
 
@@ -148,21 +258,24 @@ async def open_tcp(
 ) -> AsyncioStream:
     """Connect to ``host`` (for the egress backend, an address it has already checked)."""
     local = (local_address, 0) if local_address else None
+    stream = AsyncioStream()
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port, local_addr=local, limit=READ_LIMIT)
+            transport, _ = await asyncio.get_running_loop().create_connection(
+                lambda: stream, host, port, local_addr=local
+            )
     except TimeoutError:
         raise httpcore.ConnectTimeout(f"connect to {host}:{port} took more than {timeout:g}s") from None
     except OSError as e:
         raise httpcore.ConnectError(str(e) or type(e).__name__) from None
     except UnicodeError:  # a label of 64+ characters, or an empty one (the idna codec)
         raise httpcore.ConnectError(f"lookup {host}: invalid host name") from None
-    sock = writer.get_extra_info("socket")
+    sock = transport.get_extra_info("socket")
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for option in socket_options or ():
             sock.setsockopt(*option)
-    return AsyncioStream(reader, writer)
+    return stream
 
 
 class AsyncioBackend(httpcore.AsyncNetworkBackend):
