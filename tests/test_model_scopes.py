@@ -96,8 +96,9 @@ async def model_streams(ctl: Client, plugin_id: str = PLUGIN) -> int:
 
 
 async def totals(ctl: Client) -> dict[str, int]:
-    status: dict[str, Any] = await ctl.call("hostd.status", {}, timeout=T)
-    return status["totals"]
+    status = await ctl.call("hostd.status", {}, timeout=T)
+    counts: dict[str, int] = status["totals"]
+    return counts
 
 
 async def closed_by_a_scope_end(hp: HostdProcess, p: Client) -> list[str]:
