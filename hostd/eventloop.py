@@ -40,7 +40,10 @@ def run_daemon(config: Config, main: Callable[[], Awaitable[int]]) -> int:
         return int(loop.run_until_complete(main()))
     finally:
         # Shutdown is done: a repeated SIGTERM/SIGINT must not turn the clean exit into a kill
-        # once the loop (and its signal handlers) are gone.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # once the loop (and its signal handlers) are gone. loop.close() puts SIG_DFL back for
+        # every handler it removes, so ignore the signals again after it.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
         loop.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
