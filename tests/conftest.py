@@ -28,8 +28,38 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# Test modules that start no hostd whose event loop matters: pure units, the C bridge against its
+# test double, unit-file checks, and the bench smoke (which measures both loops itself). The
+# second loop's pass of `make test` deselects them (`-m "not loop_independent"`): they ran in the first.
+LOOP_INDEPENDENT = frozenset(
+    {
+        "test_architecture",
+        "test_auth_crash",
+        "test_bench_smoke",
+        "test_bridge",
+        "test_bridge_scan",
+        "test_bridge_spec",
+        "test_framing",
+        "test_gocompat",
+        "test_messages",
+        "test_model_backend",
+        "test_piece_buffer",
+        "test_scopes",
+        "test_units",
+        "test_upstream_net",
+    }
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     os.environ["HOSTD_LOOP"] = config.getoption("--loop")
+    config.addinivalue_line("markers", "loop_independent: starts no hostd whose event loop matters")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rpartition(".")[2] in LOOP_INDEPENDENT:
+            item.add_marker(pytest.mark.loop_independent)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
