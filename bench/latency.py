@@ -138,8 +138,31 @@ def heavy_requests(sink_url: str, tiny: bool) -> dict[str, bytes]:
 # The victim -------------------------------------------------------------------------------
 
 
+INTERVAL_S = 0.001  # the victim's schedule: one hostd.hello per millisecond
+
+
+def _percentiles(samples: list[float], calls: int) -> dict[str, float]:
+    samples.sort()
+    n = len(samples)
+    return {
+        "calls": calls,
+        "samples": n,
+        "p50_ms": samples[n // 2] * 1e3 if n else 0.0,
+        "p99_ms": samples[min(n - 1, (n * 99) // 100)] * 1e3 if n else 0.0,
+        "max_ms": samples[-1] * 1e3 if n else 0.0,
+    }
+
+
 def victim(sock_path: str) -> None:
-    """Serial ``hostd.hello`` calls; timed between ``start`` and ``stop`` lines on stdin."""
+    """``hostd.hello`` on a fixed schedule (one per ``INTERVAL_S``), timed between ``start``
+    and ``stop`` lines on stdin.
+
+    Latency is measured from each call's *scheduled* time, and a call that is late stands
+    for every scheduled call it delayed (coordinated omission corrected): a loop held for
+    1 s shows as 1,000 late samples, not as one slow call among thousands of fast ones.
+    """
+    import selectors
+
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(sock_path)
     conn.settimeout(60)
@@ -147,35 +170,44 @@ def victim(sock_path: str) -> None:
     request = b'{"jsonrpc":"2.0","id":1,"method":"hostd.hello"}\n'
     timing = False
     samples: list[float] = []
+    calls = 0
+    buckets: dict[str, list[float]] = {}  # samples per heavy request (``mark NAME`` lines)
+    bucket: list[float] = []
     control = sys.stdin.buffer
-    import selectors
-
     sel = selectors.DefaultSelector()
     sel.register(control, selectors.EVENT_READ)
     print("ready", flush=True)
+    due = time.perf_counter()
     while True:
         for _key, _ in sel.select(timeout=0):
             word = control.readline().strip()
             if word == b"start":
-                timing, samples = True, []
+                timing, samples, calls, buckets, bucket = True, [], 0, {}, []
+                due = time.perf_counter()
                 print("started", flush=True)
+            elif word.startswith(b"mark "):
+                bucket = buckets.setdefault(word[5:].decode(), [])
+                print("marked", flush=True)  # the sender waits for this before its next request
             elif word in (b"stop", b""):
-                samples.sort()
-                n = len(samples)
-                stats = {
-                    "calls": n,
-                    "p50_ms": samples[n // 2] * 1e3 if n else 0.0,
-                    "p99_ms": samples[min(n - 1, (n * 99) // 100)] * 1e3 if n else 0.0,
-                    "max_ms": samples[-1] * 1e3 if n else 0.0,
-                }
+                stats: dict[str, Any] = _percentiles(samples, calls)
+                stats["during"] = {name: _percentiles(b, 0) for name, b in buckets.items()}
                 print(orjson.dumps(stats).decode(), flush=True)
                 return
-        started = time.perf_counter()
+        wait = due - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
         conn.sendall(request)
         if not reader.readline():
             raise SystemExit("hostd closed the victim's session")
+        done = time.perf_counter()
         if timing:
-            samples.append(time.perf_counter() - started)
+            calls += 1
+            while due <= done:  # this call, and every scheduled call it held up
+                samples.append(done - due)
+                bucket.append(done - due)
+                due += INTERVAL_S
+        else:
+            due = max(due + INTERVAL_S, done)
 
 
 # The sink ---------------------------------------------------------------------------------
@@ -264,7 +296,9 @@ def _line(proc: subprocess.Popen[bytes]) -> bytes:
     return line.strip()
 
 
-def _send_heavy(sock_path: str, lines: dict[str, bytes], times: int) -> dict[str, dict[str, Any]]:
+def _send_heavy(
+    sock_path: str, lines: dict[str, bytes], times: int, mark: Callable[[str], None]
+) -> dict[str, dict[str, Any]]:
     """Each heavy request ``times`` times on one session, one at a time: what each answered."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(sock_path)
@@ -272,6 +306,7 @@ def _send_heavy(sock_path: str, lines: dict[str, bytes], times: int) -> dict[str
     reader = conn.makefile("rb")
     out: dict[str, dict[str, Any]] = {}
     for name, line in lines.items():
+        mark(name)
         elapsed: list[float] = []
         answer: Any = None
         for _ in range(times):
@@ -309,10 +344,20 @@ def _one_loop(loop: str, settings: Settings) -> dict[str, Any]:
             if _line(vic) != b"ready":
                 raise BenchError("the victim did not start")
             idle: dict[str, Any] = {}
+            # Each family's first call imports its modules (on the loop, once): not measured.
+            _send_heavy(str(sock), heavy_requests(sink_url, tiny=True), 1, lambda _name: None)
             vic.stdin.write(b"start\n")
             vic.stdin.flush()
             _line(vic)
-            heavy = _send_heavy(str(sock), lines, repeats(settings))
+
+            def mark(name: str) -> None:
+                assert vic.stdin is not None
+                vic.stdin.write(b"mark " + name.encode() + b"\n")
+                vic.stdin.flush()
+                if _line(vic) != b"marked":
+                    raise BenchError("the victim lost count")
+
+            heavy = _send_heavy(str(sock), lines, repeats(settings), mark)
             vic.stdin.write(b"stop\n")
             vic.stdin.flush()
             under_load = orjson.loads(_line(vic))
@@ -327,6 +372,8 @@ def _one_loop(loop: str, settings: Settings) -> dict[str, Any]:
             vic.stdin.write(b"stop\n")
             vic.stdin.flush()
             idle = orjson.loads(_line(vic))
+    for name, during in under_load.pop("during").items():
+        heavy[name]["victim"] = during
     return {"under_load": under_load, "idle": idle, "heavy": heavy, "repeats": repeats(settings)}
 
 
