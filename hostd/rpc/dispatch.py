@@ -70,18 +70,46 @@ class _Batch:
             self.write(b"[" + b",".join(self.parts) + b"]")
 
 
-def decode_envelope(line: bytes) -> Envelope | WireError:
+class _PeerAnswer:
+    """A message with ``result`` or ``error`` and no ``method`` that the envelope cannot hold
+    (an id of the wrong type): an answer all the same, so it is never answered (§2)."""
+
+
+PEER_ANSWER = _PeerAnswer()
+_ID_LIMIT = 2**63  # ids beyond 64 bits cannot be echoed exactly (the encoder writes them as floats)
+
+
+def decode_envelope(line: bytes) -> Envelope | WireError | _PeerAnswer:
     """One line's envelope, or the error that answers it (never raises)."""
     try:
-        return envelope_decoder.decode(line)
+        env = envelope_decoder.decode(line)
     except msgspec.ValidationError as e:
-        return InvalidRequest(f"invalid request: {e}")
+        return _invalid(line, e)
     except msgspec.DecodeError as e:
         return ParseError(f"parse error: {e}")
     except RecursionError:
         return ParseError("parse error: nesting too deep")
     except Exception as e:  # decoders must be total: anything else is unreadable input too
         return ParseError(f"parse error: {type(e).__name__}")
+    if type(env.id) in (int, float) and not -_ID_LIMIT <= env.id < _ID_LIMIT:  # type: ignore[operator]
+        return PEER_ANSWER if type(env.method) is not str and (env.result or env.error) else _BAD_ID
+    return env
+
+
+_BAD_ID = InvalidRequest("invalid request: id must be a number or a string")
+
+
+def _invalid(line: bytes, e: msgspec.ValidationError) -> WireError | _PeerAnswer:
+    """The typed decode refused a member: tell bad syntax (and depth) and answers apart."""
+    try:
+        obj = msgspec.json.decode(line)  # untyped: only syntax and depth can fail here
+    except msgspec.DecodeError as syntax:
+        return ParseError(f"parse error: {syntax}")
+    except RecursionError:
+        return ParseError("parse error: nesting too deep")
+    if isinstance(obj, dict) and "method" not in obj and ("result" in obj or "error" in obj):
+        return PEER_ANSWER
+    return InvalidRequest(f"invalid request: {e}")
 
 
 class Dispatcher:
@@ -146,6 +174,9 @@ class Dispatcher:
         if isinstance(env, WireError):
             self._fail(reply, None, None, env)
             return
+        if isinstance(env, _PeerAnswer):
+            self.session.peer.answer_unreadable()
+            return
         if len(line) > self.max_line and (type(env.method) is str or not (env.result or env.error)):
             # The framer let it grow as a possible answer; it is not one.
             self._fail(reply, None, None, InvalidRequest("message too large"))
@@ -171,9 +202,14 @@ class Dispatcher:
         if len(items) > limit:
             self._fail(reply, None, None, InvalidRequest(f"batch too large (max {limit} elements)"))
             return
-        batch = _Batch(reply, len(items) + 1)  # +1 until every element is dispatched
+        # Written with a flush of its own: its last element may end long after this line.
+        batch = _Batch(self.session.outbox.write, len(items) + 1)  # +1 until every element is dispatched
         for raw in items:
             env = decode_envelope(raw)
+            if isinstance(env, _PeerAnswer):
+                self.session.peer.answer_unreadable()
+                batch.done_one()
+                continue
             if isinstance(env, WireError):
                 batch.add(encode_error(None, env))
                 batch.done_one()

@@ -78,6 +78,10 @@ class PeerCalls:
         else:
             fut.set_result(env.result)
 
+    def answer_unreadable(self) -> None:
+        """An answer whose id could not be read: nobody waits for it."""
+        self._log_unmatched(None)
+
     def close(self) -> None:
         """No more calls; every pending one fails ``plugin disconnected``."""
         self._closed = True
