@@ -33,6 +33,7 @@ from hostd.upstream._net import (
     USER_AGENT,
     AsyncioBackend,
     PooledTransport,
+    client_ssl_context,
     close_response,
     pieces,
     read_bounded,
@@ -207,7 +208,7 @@ class ModelBackend:
             connect=min(config.http.connect_timeout_s, self.timeout_s), read=None, write=self.timeout_s, pool=None
         )
         # Many model streams may be open at once: the pools never make one wait for a connection.
-        transport = PooledTransport(ssl_context=httpx.create_ssl_context(), network_backend=AsyncioBackend())
+        transport = PooledTransport(ssl_context=client_ssl_context(), network_backend=AsyncioBackend())
         self.client = httpx.AsyncClient(
             transport=transport,
             timeout=timeout,

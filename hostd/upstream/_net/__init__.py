@@ -14,7 +14,7 @@ import httpcore
 import httpx
 
 from hostd import __version__
-from hostd.upstream._net.backend import AsyncioBackend, upstream_aborter
+from hostd.upstream._net.backend import AsyncioBackend, client_ssl_context, upstream_aborter
 from hostd.upstream._net.body import BodyBudget, Gunzip, close_response, pieces, read_bounded, read_prefix
 from hostd.upstream._net.egress import EgressBackend, EgressDenied, EgressPolicy
 from hostd.upstream._net.transport import PooledTransport
@@ -47,6 +47,7 @@ __all__ = [
     "EgressPolicy",
     "Gunzip",
     "PooledTransport",
+    "client_ssl_context",
     "close_response",
     "pieces",
     "read_bounded",

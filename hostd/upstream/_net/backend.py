@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import select
 import socket
 import ssl
+import sys
 import typing
 from collections.abc import Callable
 
@@ -232,6 +234,51 @@ class AsyncioStream(httpcore.AsyncNetworkStream, asyncio.Protocol):
         if info == "is_readable":
             return bool(self._chunks) or self._eof or is_socket_readable(transport.get_extra_info("socket"))
         return None
+
+
+class DeferredCAContext(ssl.SSLContext):
+    """A client TLS context that loads its CA certificates on its first handshake, not when built.
+
+    Loading certifi's bundle costs ~28 ms; a hostd whose calls only reach plain-HTTP
+    upstreams (the proxy's model API on loopback) never pays it. Every handshake, on asyncio
+    and on uvloop, starts with ``wrap_bio``.
+    """
+
+    _ca_locations: tuple[str | None, str | None] | None = None
+
+    def wrap_bio(self, *args: typing.Any, **kwargs: typing.Any) -> ssl.SSLObject:
+        self.load_cas()
+        return super().wrap_bio(*args, **kwargs)
+
+    def wrap_socket(self, *args: typing.Any, **kwargs: typing.Any) -> ssl.SSLSocket:
+        self.load_cas()
+        return super().wrap_socket(*args, **kwargs)
+
+    def load_cas(self) -> None:
+        locations, self._ca_locations = self._ca_locations, None
+        if locations is not None:
+            self.load_verify_locations(cafile=locations[0], capath=locations[1])
+
+
+def client_ssl_context(cafile: str | None = None) -> ssl.SSLContext:
+    """``ssl.create_default_context(cafile=cafile)``, or without one what ``httpx.create_ssl_context()``
+    builds (``$SSL_CERT_FILE``, ``$SSL_CERT_DIR``, else certifi's bundle), CAs loaded on first use."""
+    capath = None
+    if not cafile:
+        if os.environ.get("SSL_CERT_FILE"):
+            cafile = os.environ["SSL_CERT_FILE"]
+        elif os.environ.get("SSL_CERT_DIR"):
+            capath = os.environ["SSL_CERT_DIR"]
+        else:
+            import certifi  # httpx's own dependency
+
+            cafile = certifi.where()
+    context = DeferredCAContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname, as the default
+    context._ca_locations = (cafile, capath)
+    keylog = os.environ.get("SSLKEYLOGFILE")
+    if keylog and not sys.flags.ignore_environment:
+        context.keylog_filename = keylog
+    return context
 
 
 def upstream_aborter(response: httpx.Response) -> Callable[[], None] | None:
