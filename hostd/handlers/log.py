@@ -38,6 +38,33 @@ _dict_decoder = msgspec.json.Decoder(dict[str, Any] | None)
 
 
 _OBJECT_OR_NULL = frozenset(b"{n")
+# Fields bigger than a log line can hold are looked at as raw values: only as many bytes as
+# the line can carry are ever turned into Python objects (16 MiB of fields, or values nested
+# 200 deep, would otherwise hold the event loop for seconds before being cut to 64 KiB).
+_raw_fields_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw] | None)
+_value_decoder = msgspec.json.Decoder()
+
+
+def _bounded_fields(raw: msgspec.Raw, budget: int) -> tuple[dict[str, Any] | None, bool]:
+    """``fields`` with values decoded while they fit in ``budget`` bytes; the rest marked."""
+    try:
+        raw_fields = _raw_fields_decoder.decode(raw)
+    except msgspec.ValidationError:
+        _decode_fields(bytes(raw))  # raises the error the wrapped decode words
+        raise
+    if raw_fields is None:
+        return None, False
+    fields: dict[str, Any] = {}
+    truncated = False
+    for key, value in raw_fields.items():
+        size = len(value)
+        if size <= budget:
+            budget -= size
+            fields[key] = _value_decoder.decode(value)
+        else:
+            fields[key] = f"[{size} bytes not logged]"
+            truncated = True
+    return fields, truncated
 
 
 def _decode_fields(raw: bytes) -> dict[str, Any] | None:
@@ -63,7 +90,10 @@ def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
             _decode_fields(bytes(raw))
         return _EMPTY
     fields = None
-    if raw:  # decoded before the rate limit: a bad ``fields`` is an error even when dropped
+    truncated = False
+    if raw and len(raw) > logger.max_line_bytes:
+        fields, truncated = _bounded_fields(raw, logger.max_line_bytes)
+    elif raw:  # decoded before the rate limit: a bad ``fields`` is an error even when dropped
         try:
             fields = _dict_decoder.decode(raw)
         except msgspec.ValidationError:
@@ -89,6 +119,8 @@ def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
         record["request_id"] = request_id
     if fields:
         merge_redacted(record, fields)
+    if truncated:
+        record["truncated"] = True
     logger.emit_record(record)
     return _EMPTY
 

@@ -101,15 +101,28 @@ _BAD_ID = InvalidRequest("invalid request: id must be a number or a string")
 
 def _invalid(line: bytes, e: msgspec.ValidationError) -> WireError | _PeerAnswer:
     """The typed decode refused a member: tell bad syntax (and depth) and answers apart."""
+    # Raw values are only skipped over (syntax and depth checked), never built: bounded work.
     try:
-        obj = msgspec.json.decode(line)  # untyped: only syntax and depth can fail here
+        obj = _loose_object.decode(line)
+    except msgspec.ValidationError:  # valid JSON so far but not an object: check the syntax alone
+        try:
+            _skip.decode(line)
+        except msgspec.DecodeError as syntax:
+            return ParseError(f"parse error: {syntax}")
+        except RecursionError:
+            return ParseError("parse error: nesting too deep")
+        return InvalidRequest(f"invalid request: {e}")
     except msgspec.DecodeError as syntax:
         return ParseError(f"parse error: {syntax}")
     except RecursionError:
         return ParseError("parse error: nesting too deep")
-    if isinstance(obj, dict) and "method" not in obj and ("result" in obj or "error" in obj):
+    if "method" not in obj and ("result" in obj or "error" in obj):
         return PEER_ANSWER
     return InvalidRequest(f"invalid request: {e}")
+
+
+_loose_object = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_skip = msgspec.json.Decoder(msgspec.Raw)
 
 
 class Dispatcher:
