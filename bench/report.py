@@ -422,6 +422,16 @@ def targets(sections: dict[str, Any]) -> list[dict[str, Any]]:
     for loop, f in relay.get("loops", {}).items():
         v = max(f["ratios"].values())
         add(f"stream relay vs direct httpx ({loop}, best depth)", v, "≥ 0.5x", v >= 0.5, _x(v))
+        for depth, goal in ((relay.get("depth", 4), 0.7), (1, 0.4)):  # issue 16
+            v = f["ratios"].get(f"hostd_depth{depth}_vs_direct")
+            if v is not None:
+                add(
+                    f"stream relay, {depth} read(s) in flight, vs direct httpx ({loop})",
+                    v,
+                    f"≥ {goal}x",
+                    v >= goal,
+                    _x(v),
+                )
     model = sections.get("model", {})
     if "ratios" in model:
         v = max(model["ratios"].values())
@@ -459,6 +469,8 @@ def targets(sections: dict[str, Any]) -> list[dict[str, Any]]:
         v = scale["rss_open_bytes"] if measured else scale["projected_rss_10k_bytes"]
         label = "RSS with 10,000 open streams" + ("" if measured else " (projected from a smaller run)")
         add(label, v, "< 256 MiB", v < 256 * MiB, f"{v / MiB:.1f} MiB")
+        v = scale["rss_per_stream_bytes"]
+        add("RSS per open HTTP stream (issue 16)", v, "≤ 12 KiB", v <= 12 * 1024, f"{v / 1024:.1f} KiB")
         v = scale["close_all_s"]
         add(f"all {scale['streams']:,} streams dropped after disconnect", v, "< 1 s", v < 1.0, f"{v * 1000:.0f} ms")
     return out
