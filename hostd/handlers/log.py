@@ -46,7 +46,14 @@ _value_decoder = msgspec.json.Decoder()
 
 
 def _bounded_fields(raw: msgspec.Raw, budget: int) -> tuple[dict[str, Any] | None, bool]:
-    """``fields`` with values decoded while they fit in ``budget`` bytes; the rest marked."""
+    """``fields`` with values decoded while they fit in ``budget`` bytes; the rest counted.
+
+    Past ``4 × budget`` not even the keys are looked at (100,000 small fields would cost as
+    much as decoding them): the line says how many bytes of fields it left out."""
+    if len(raw) > 4 * budget:  # the envelope's decode has checked it is JSON already
+        if memoryview(raw)[0] != ord("{"):
+            _decode_fields(bytes(raw))  # the error of a ``fields`` that is not an object
+        return {"fields_not_logged": f"{len(raw)} bytes"}, True
     try:
         raw_fields = _raw_fields_decoder.decode(raw)
     except msgspec.ValidationError:
@@ -55,16 +62,17 @@ def _bounded_fields(raw: msgspec.Raw, budget: int) -> tuple[dict[str, Any] | Non
     if raw_fields is None:
         return None, False
     fields: dict[str, Any] = {}
-    truncated = False
+    left_out = 0
     for key, value in raw_fields.items():
-        size = len(value)
+        size = len(value) + len(key)
         if size <= budget:
             budget -= size
             fields[key] = _value_decoder.decode(value)
         else:
-            fields[key] = f"[{size} bytes not logged]"
-            truncated = True
-    return fields, truncated
+            left_out += 1
+    if left_out:
+        fields["fields_not_logged"] = left_out  # a count, not the keys: they could be megabytes
+    return fields, bool(left_out)
 
 
 def _decode_fields(raw: bytes) -> dict[str, Any] | None:
