@@ -48,7 +48,7 @@ _value_decoder = msgspec.json.Decoder()
 def _bounded_fields(raw: msgspec.Raw, budget: int) -> tuple[dict[str, Any] | None, bool]:
     """``fields`` with values decoded while they fit in ``budget`` bytes; the rest counted.
 
-    Past ``4 × budget`` not even the keys are looked at (100,000 small fields would cost as
+    Past ``4 * budget`` not even the keys are looked at (100,000 small fields would cost as
     much as decoding them): the line says how many bytes of fields it left out."""
     if len(raw) > 4 * budget:  # the envelope's decode has checked it is JSON already
         if memoryview(raw)[0] != ord("{"):
