@@ -37,11 +37,6 @@ TIMES = ("modtime", "updated_at", "created_at", "last_refresh", "next_retry_afte
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 def module_tmp() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="hostd-auth-", dir="/tmp") as d:
         yield Path(d)

@@ -31,11 +31,6 @@ T = 20.0
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 def probe() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="hostd-go-") as tmp:
         yield go_build(PROBE_SRC, Path(tmp) / "probe")

@@ -36,11 +36,6 @@ T = 20.0
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"  # module scope, so the shared servers below live across tests
-
-
-@pytest.fixture(scope="module")
 def binaries() -> Iterator[dict[str, Path]]:
     """The two examples and the test probe, built once for this module."""
     with tempfile.TemporaryDirectory(prefix="hostd-go-") as tmp:

@@ -40,11 +40,6 @@ def node() -> str:
     return found
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"  # module scope, so the shared servers below live across tests
-
-
 @dataclass
 class Stack:
     hp: HostdProcess
