@@ -91,12 +91,7 @@ def decode_envelope(line: bytes) -> Envelope | WireError | _PeerAnswer:
         return ParseError("parse error: nesting too deep")
     except Exception as e:  # decoders must be total: anything else is unreadable input too
         return ParseError(f"parse error: {type(e).__name__}")
-    if type(env.id) in (int, float) and not -_ID_LIMIT <= env.id < _ID_LIMIT:  # type: ignore[operator]
-        return PEER_ANSWER if type(env.method) is not str and (env.result or env.error) else _BAD_ID
     return env
-
-
-_BAD_ID = InvalidRequest("invalid request: id must be a number or a string")
 
 
 def _invalid(line: bytes, e: msgspec.ValidationError) -> WireError | _PeerAnswer:
@@ -132,6 +127,7 @@ class Dispatcher:
         "_ctx",
         "_idle",
         "_last_drop_warning",
+        "_logger",
         "_loop",
         "answer_on_cancel",
         "in_flight",
@@ -156,6 +152,7 @@ class Dispatcher:
         self._idle.set()
         self._loop = asyncio.get_running_loop()
         self._last_drop_warning = 0.0
+        self._logger = session.services.logger
         # Shared by every call without a scope; handlers see the daemon's Services.
         self._ctx = CallContext(session, cast(Any, session.services), None)
         # Set when the daemon's grace period ends: calls still running are answered this.
@@ -247,7 +244,8 @@ class Dispatcher:
         if env.jsonrpc != "2.0":
             self._fail(reply, batch, None, InvalidRequest('invalid request: jsonrpc must be "2.0"'))
             return
-        if id_ is None:
+        if id_ is None or (type(id_) is not str and id_ is not UNSET and not -_ID_LIMIT <= id_ < _ID_LIMIT):  # type: ignore[operator]
+            # (an id beyond 64 bits could not be echoed exactly: the encoder writes it as a float)
             self._fail(reply, batch, None, InvalidRequest("invalid request: id must be a number or a string"))
             return
         counters = session.services.counters
@@ -269,8 +267,8 @@ class Dispatcher:
                 err = MethodNotFound(f"method not found: {method_name}")
             self._fail(answer, batch, rid, err)
             return
-        if session.services.logger.threshold <= LOG_TRACE:  # trace shows every request line
-            session.services.logger.trace("request", method=method_name, id=rid, session=session.id)
+        if self._logger.threshold <= LOG_TRACE:  # trace shows every request line
+            self._logger.trace("request", method=method_name, id=rid, session=session.id)
         raw = env.params
         decoder = method.decoder
         try:

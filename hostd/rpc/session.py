@@ -32,7 +32,7 @@ from hostd.errors import HostCallFailed, InternalError
 from hostd.faults import FAULTS_ON, armed, inject, log_fault, run_callbacks
 from hostd.rpc.dispatch import Dispatcher
 from hostd.rpc.framing import LineFramer
-from hostd.rpc.messages import encode_error
+from hostd.rpc.messages import encode_error, envelope_decoder
 from hostd.rpc.methods import Method
 from hostd.rpc.outbox import Outbox, Output
 from hostd.rpc.peer_calls import PeerCalls
@@ -159,12 +159,23 @@ class Session:
             log_fault(self.services.logger, "framer failed; closing the session", e, session=self.id)
             self.close("framer fault")
             return
-        line_fn = self.dispatcher.line
+        dispatcher = self.dispatcher
+        line_fn = dispatcher.line
+        envelope = dispatcher.envelope
+        decode = envelope_decoder.decode
+        max_line = dispatcher.max_line
         reply = self.outbox.queue  # answered within this call: the flush below writes them
         for line in lines:
             try:
                 if line is None:
-                    self.dispatcher.too_large(reply)
+                    dispatcher.too_large(reply)
+                elif line[:1] == b"{" and len(line) <= max_line:
+                    try:  # the common case, inlined: one object per line, no stripping
+                        env = decode(line)
+                    except Exception:
+                        line_fn(line, reply)  # the slow path words the error
+                    else:
+                        envelope(env, reply, None)
                 else:
                     line_fn(line, reply)
             except Exception as e:  # the line boundary
