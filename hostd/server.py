@@ -36,9 +36,10 @@ from hostd.emit import EmitRegistry
 from hostd.faults import log_fault
 from hostd.handlers import control_methods, plugin_methods
 from hostd.logs import Logger
+from hostd.rpc.framing import InputBudget
 from hostd.rpc.methods import Method
 from hostd.rpc.outbox import OutputBudget
-from hostd.rpc.session import InputBudget, Session
+from hostd.rpc.session import Session
 from hostd.scopes import ScopeRegistry
 from hostd.services import Services
 from hostd.streams import Counters, StreamTable

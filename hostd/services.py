@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from hostd.config import Config
 from hostd.logs import Logger
 from hostd.operations import OperationRegistry
+from hostd.rpc.framing import InputBudget
 from hostd.rpc.outbox import OutputBudget
 from hostd.rpc.registry import SessionRegistry
-from hostd.rpc.session import InputBudget
 from hostd.scopes import ScopeRegistry
 from hostd.streams import Counters, StreamTable
 

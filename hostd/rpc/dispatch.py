@@ -31,7 +31,16 @@ from hostd.errors import (
     WireError,
 )
 from hostd.faults import FAULTS_ON, inject, log_fault
-from hostd.rpc.messages import UNSET, Envelope, RequestId, encode_error, encode_result, envelope_decoder
+from hostd.rpc.messages import (
+    ID_LIMIT,
+    UNSET,
+    Envelope,
+    RequestId,
+    _PeerAnswer,
+    decode_envelope,
+    encode_error,
+    encode_result,
+)
 from hostd.rpc.methods import CallContext, Method
 from hostd.rpc.peer_calls import CANCEL_METHOD
 
@@ -68,56 +77,6 @@ class _Batch:
         self.pending -= 1
         if self.pending == 0 and self.parts:
             self.write(b"[" + b",".join(self.parts) + b"]")
-
-
-class _PeerAnswer:
-    """A message with ``result`` or ``error`` and no ``method`` that the envelope cannot hold
-    (an id of the wrong type): an answer all the same, so it is never answered (§2)."""
-
-
-PEER_ANSWER = _PeerAnswer()
-_ID_LIMIT = 2**63  # ids beyond 64 bits cannot be echoed exactly (the encoder writes them as floats)
-
-
-def decode_envelope(line: bytes) -> Envelope | WireError | _PeerAnswer:
-    """One line's envelope, or the error that answers it (never raises)."""
-    try:
-        env = envelope_decoder.decode(line)
-    except msgspec.ValidationError as e:
-        return _invalid(line, e)
-    except msgspec.DecodeError as e:
-        return ParseError(f"parse error: {e}")
-    except RecursionError:
-        return ParseError("parse error: nesting too deep")
-    except Exception as e:  # decoders must be total: anything else is unreadable input too
-        return ParseError(f"parse error: {type(e).__name__}")
-    return env
-
-
-def _invalid(line: bytes, e: msgspec.ValidationError) -> WireError | _PeerAnswer:
-    """The typed decode refused a member: tell bad syntax (and depth) and answers apart."""
-    # Raw values are only skipped over (syntax and depth checked), never built: bounded work.
-    try:
-        obj = _loose_object.decode(line)
-    except msgspec.ValidationError:  # valid JSON so far but not an object: check the syntax alone
-        try:
-            _skip.decode(line)
-        except msgspec.DecodeError as syntax:
-            return ParseError(f"parse error: {syntax}")
-        except RecursionError:
-            return ParseError("parse error: nesting too deep")
-        return InvalidRequest(f"invalid request: {e}")
-    except msgspec.DecodeError as syntax:
-        return ParseError(f"parse error: {syntax}")
-    except RecursionError:
-        return ParseError("parse error: nesting too deep")
-    if "method" not in obj and ("result" in obj or "error" in obj):
-        return PEER_ANSWER
-    return InvalidRequest(f"invalid request: {e}")
-
-
-_loose_object = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_skip = msgspec.json.Decoder(msgspec.Raw)
 
 
 class Dispatcher:
@@ -244,7 +203,7 @@ class Dispatcher:
         if env.jsonrpc != "2.0":
             self._fail(reply, batch, None, InvalidRequest('invalid request: jsonrpc must be "2.0"'))
             return
-        if id_ is None or (type(id_) is not str and id_ is not UNSET and not -_ID_LIMIT <= id_ < _ID_LIMIT):  # type: ignore[operator]
+        if id_ is None or (type(id_) is not str and id_ is not UNSET and not -ID_LIMIT <= id_ < ID_LIMIT):  # type: ignore[operator]
             # (an id beyond 64 bits could not be echoed exactly: the encoder writes it as a float)
             self._fail(reply, batch, None, InvalidRequest("invalid request: id must be a number or a string"))
             return

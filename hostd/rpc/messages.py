@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from hostd.errors import WireError
+from hostd.errors import InvalidRequest, ParseError, WireError
 from hostd.rpc.params import ParamsDecoder as ParamsDecoder
 
 RequestId = int | float | str
@@ -32,6 +32,58 @@ class Envelope(msgspec.Struct, kw_only=True):
 
 
 envelope_decoder = msgspec.json.Decoder(Envelope)
+
+
+# Decoding one line is total: whatever it holds, the result is an envelope or what answers it.
+class _PeerAnswer:
+    """A message with ``result`` or ``error`` and no ``method`` that the envelope cannot hold
+    (an id of the wrong type): an answer all the same, so it is never answered (§2)."""
+
+
+PEER_ANSWER = _PeerAnswer()
+ID_LIMIT = 2**63  # ids beyond 64 bits cannot be echoed exactly (the encoder writes them as floats)
+
+
+def decode_envelope(line: bytes) -> Envelope | WireError | _PeerAnswer:
+    """One line's envelope, or the error that answers it (never raises)."""
+    try:
+        env = envelope_decoder.decode(line)
+    except msgspec.ValidationError as e:
+        return _invalid(line, e)
+    except msgspec.DecodeError as e:
+        return ParseError(f"parse error: {e}")
+    except RecursionError:
+        return ParseError("parse error: nesting too deep")
+    except Exception as e:  # decoders must be total: anything else is unreadable input too
+        return ParseError(f"parse error: {type(e).__name__}")
+    return env
+
+
+def _invalid(line: bytes, e: msgspec.ValidationError) -> WireError | _PeerAnswer:
+    """The typed decode refused a member: tell bad syntax (and depth) and answers apart."""
+    # Raw values are only skipped over (syntax and depth checked), never built: bounded work.
+    try:
+        obj = _loose_object.decode(line)
+    except msgspec.ValidationError:  # valid JSON so far but not an object: check the syntax alone
+        try:
+            _skip.decode(line)
+        except msgspec.DecodeError as syntax:
+            return ParseError(f"parse error: {syntax}")
+        except RecursionError:
+            return ParseError("parse error: nesting too deep")
+        return InvalidRequest(f"invalid request: {e}")
+    except msgspec.DecodeError as syntax:
+        return ParseError(f"parse error: {syntax}")
+    except RecursionError:
+        return ParseError("parse error: nesting too deep")
+    if "method" not in obj and ("result" in obj or "error" in obj):
+        return PEER_ANSWER
+    return InvalidRequest(f"invalid request: {e}")
+
+
+_loose_object = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_skip = msgspec.json.Decoder(msgspec.Raw)
+
 raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hostd.errors import HostCallFailed, InternalError
 from hostd.faults import FAULTS_ON, armed, inject, log_fault, run_callbacks
 from hostd.rpc.dispatch import Dispatcher
-from hostd.rpc.framing import LineFramer
+from hostd.rpc.framing import InputBudget, LineFramer
 from hostd.rpc.messages import encode_error, envelope_decoder
 from hostd.rpc.methods import Method
 from hostd.rpc.outbox import Outbox, Output
@@ -51,16 +51,6 @@ EOF_GRACE_S = 5.0
 class InputControl(Protocol):
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
-
-
-class InputBudget:
-    """Partial-line bytes held across all sessions (``limits.max_total_input_bytes``)."""
-
-    __slots__ = ("limit", "total")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.total = 0
 
 
 class SessionServices(Protocol):
