@@ -9,7 +9,6 @@ and never reports only the first problem: the check lists every one, each with i
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +65,8 @@ class ConfigSources:
         problems: list[Problem] = []
         path = self.config_file
         if path:
+            import tomllib  # lazy: only a start with a config file pays for it
+
             origin = f"file {path}"
             try:
                 with open(path, "rb") as f:

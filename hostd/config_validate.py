@@ -9,7 +9,6 @@ a secret key in a problem.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args, get_origin
@@ -71,6 +70,8 @@ def _check_table(
         dotted = f"{prefix}{key}"
         origin = origins.get(dotted, "")
         if key not in fields:
+            import difflib  # lazy: only an unknown key pays for it
+
             guess = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
             hint = f"; did you mean {prefix}{guess[0]}?" if guess else ""
             where = f"[{prefix[:-1]}]" if prefix else "the top level"

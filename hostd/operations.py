@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -79,7 +79,7 @@ class OperationRegistry:
         """A new operation for ``session_id`` (-32001 past ``limit`` unclaimed ones)."""
         if self._unclaimed.get(session_id, 0) >= limit:
             raise LimitExceeded(f"too many unclaimed http operations (max {limit})")
-        op = Operation(id=secrets.token_hex(16), session_id=session_id, callback_id=callback_id)
+        op = Operation(id=os.urandom(16).hex(), session_id=session_id, callback_id=callback_id)
         self._ops[op.id] = op
         self._unclaimed[session_id] = self._unclaimed.get(session_id, 0) + 1
         if scope is not None:

@@ -7,7 +7,7 @@ random 128-bit values: a plugin cannot guess another plugin's scope.
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,7 +35,7 @@ class ScopeRegistry:
         return len(self._scopes)
 
     def open(self, session_id: str, request_id: str | None = None) -> Scope:
-        scope = Scope(id=secrets.token_hex(16), session_id=session_id, request_id=request_id)
+        scope = Scope(id=os.urandom(16).hex(), session_id=session_id, request_id=request_id)
         self._scopes[scope.id] = scope
         return scope
 

@@ -24,6 +24,7 @@ Nothing here knows a method: the struct describes everything.
 from __future__ import annotations
 
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,9 +53,27 @@ class ParamsDecoder:
     bound method) and, on ``msgspec.ValidationError`` only, ``recover`` with the same data.
     """
 
-    __slots__ = ("_empty", "_what", "decode", "exact", "recover")
+    __slots__ = ("_empty", "_struct", "_what", "decode", "exact", "recover")
+
+    decode: Callable[[Any], Any]
+    exact: Callable[[Any], Any]
+    recover: Callable[[Any], Any]
+    _empty: Any
 
     def __init__(self, struct: type[Any], what: str) -> None:
+        # The decoders are built on the method's first call (a plugin's start-up pays for none
+        # of the ~40 tables it may never use); after that the slots answer directly.
+        self._struct = struct
+        self._what = what
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in ("_empty", "decode", "exact", "recover"):
+            raise AttributeError(name)
+        self._build()
+        return object.__getattribute__(self, name)
+
+    def _build(self) -> None:
+        struct = self._struct
         exact = msgspec.json.Decoder(_strict_twin(struct)).decode
         lenient = msgspec.json.Decoder(struct).decode
         plan = _plan(struct)
@@ -75,7 +94,6 @@ class ParamsDecoder:
         self.decode = decode
         self.exact = exact
         self.recover = recover
-        self._what = what
         self._empty = exact(b"{}") if _all_defaults(struct) else None
 
     def empty(self) -> Any:
