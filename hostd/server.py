@@ -374,8 +374,17 @@ class _Accepted(SessionProtocol):
             with contextlib.suppress(Exception):
                 transport.abort()
 
+    def data_received(self, data: bytes) -> None:
+        if self.session is not None:  # None: refused (uvloop may still hand over bytes)
+            self.session.feed(data)
+
+    def eof_received(self) -> bool:
+        if self.session is not None:
+            self.session.eof()
+        return True
+
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.session is not None:  # None: refused in connection_made (nothing is read after)
+        if self.session is not None:  # None: refused in connection_made
             self.session.lost(exc)
 
 
