@@ -16,17 +16,15 @@ import os
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hostd.client import Client, RpcError
-from tests.support.fake_proxy import FakeProxy, Sse, default_events, sse_event
+from tests.support.examples import Stack, example_stack, wait_log_after
+from tests.support.fake_proxy import Sse, default_events, sse_event
 from tests.support.gotool import go_binary, go_build, go_test, go_vet
-from tests.support.hostd_proc import HostdProcess, start_hostd
-from tests.support.upstream import Request, Response, Upstream
 
 pytestmark = pytest.mark.anyio
 
@@ -50,38 +48,10 @@ def binaries() -> Iterator[dict[str, Path]]:
         }
 
 
-@dataclass
-class Stack:
-    hp: HostdProcess
-    proxy: FakeProxy
-    upstream: Upstream
-    auth_dir: Path
-
-
 @pytest.fixture(scope="module")
 async def stack() -> AsyncIterator[Stack]:
-    """hostd with its control socket, the fake proxy as its model API, an upstream and an auth dir."""
-    with tempfile.TemporaryDirectory(prefix="hostd-", dir="/tmp") as tmp:
-        base = Path(tmp)
-        auth_dir = base / "auth"
-        auth_dir.mkdir()
-        (auth_dir / "claude-a.json").write_text(json.dumps({"type": "claude", "email": "a@example.com"}))
-        (auth_dir / "gemini-b.json").write_text(json.dumps({"type": "gemini"}))
-        (auth_dir / "notes.json").write_text(json.dumps({"no": "type"}))  # not a credential
-        proxy = await FakeProxy().start()
-        upstream = await Upstream().start()
-
-        @upstream.route("/page")
-        async def page(_: Request) -> Response:
-            return Response(200, [("Content-Type", "text/plain")], b"hello from upstream")
-
-        hp = await start_hostd(base, "--model-base-url", proxy.url, "--auth-dir", str(auth_dir), control=True)
-        try:
-            yield Stack(hp, proxy, upstream, auth_dir)
-        finally:
-            await hp.stop()
-            await upstream.stop()
-            await proxy.stop()
+    async for built in example_stack():
+        yield built
 
 
 @contextlib.asynccontextmanager
@@ -98,25 +68,6 @@ async def go_plugin(stack: Stack, exe: Path, plugin_id: str, *args: str) -> Asyn
             proc.terminate()
         async with asyncio.timeout(T):
             await proc.wait()
-
-
-async def wait_log_after(hp: HostdProcess, seen: int, *parts: str) -> dict[str, Any]:
-    """The first hostd log line after line ``seen`` that contains every one of ``parts``.
-
-    (HostdProcess.wait_log searches from the first line; these tests share one hostd.)
-    """
-    async with asyncio.timeout(T):
-        while True:
-            for line in hp.stderr_lines[seen:]:
-                if all(p in line for p in parts):
-                    parsed: dict[str, Any] = json.loads(line)
-                    return parsed
-            seen = len(hp.stderr_lines)
-            if hp._stderr_task is not None and hp._stderr_task.done():
-                raise RuntimeError(f"hostd exited before logging {parts}")
-            hp._new_line.clear()
-            if len(hp.stderr_lines) == seen:
-                await hp._new_line.wait()
 
 
 async def invoke(
