@@ -95,7 +95,7 @@ class Harness:
         self.proc.stdin.write(line.encode() + b"\n")
         self.proc.stdin.flush()
 
-    def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 20.0) -> dict[str, Any]:
+    def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 60.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -109,16 +109,16 @@ class Harness:
                     raise AssertionError(f"no such event within {timeout}s; events: {self.events[-10:]}")
                 self._cond.wait(left)
 
-    def event(self, name: str, timeout: float = 20.0) -> dict[str, Any]:
+    def event(self, name: str, timeout: float = 60.0) -> dict[str, Any]:
         return self.wait_for(lambda e: e["event"] == name, timeout)
 
-    def answer(self, tag: str, timeout: float = 20.0) -> dict[str, Any]:
+    def answer(self, tag: str, timeout: float = 60.0) -> dict[str, Any]:
         event = self.wait_for(lambda e: e["event"] == "answer" and e["tag"] == tag, timeout)
         assert event["rc"] == 0, event
         envelope: dict[str, Any] = json.loads(event["body"])
         return envelope
 
-    def call(self, tag: str, method: str, params: dict[str, Any] | str, timeout: float = 20.0) -> dict[str, Any]:
+    def call(self, tag: str, method: str, params: dict[str, Any] | str, timeout: float = 60.0) -> dict[str, Any]:
         text = params if isinstance(params, str) else json.dumps(params, separators=(",", ":"))
         self.send(f"call {tag} {method} {text}")
         return self.answer(tag, timeout)
@@ -206,7 +206,7 @@ class World:
         msgs = [e["msg"] for e in self.peer_log() if e["event"] == "recv"]
         return [m for m in msgs if method is None or m.get("method") == method]
 
-    def wait_log(self, pred: Callable[[list[dict[str, Any]]], bool], timeout: float = 20.0) -> list[dict[str, Any]]:
+    def wait_log(self, pred: Callable[[list[dict[str, Any]]], bool], timeout: float = 60.0) -> list[dict[str, Any]]:
         """Waits (bounded) for the peer's log to show something the harness cannot see."""
         deadline = time.monotonic() + timeout
         while True:
@@ -613,7 +613,7 @@ def test_hostd_dying_mid_call_answers_plugin_unavailable_then_restarts_and_repla
     }
     assert msgs[1]["params"]["params"] == register_params()
     # Until the replay has been answered, calls may still see plugin_unavailable: retry, bounded.
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while True:
         envelope = h.call(f"w{time.monotonic()}", "whoami", {})
         if envelope["ok"] or time.monotonic() > deadline:
@@ -627,7 +627,7 @@ def test_hostd_dying_mid_call_answers_plugin_unavailable_then_restarts_and_repla
 
 def until_ok(h: Harness, method: str) -> dict[str, Any]:
     """Calls until the restarted hostd has replayed the registration (bounded)."""
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while True:
         envelope = h.call(f"{method}-{time.monotonic()}", method, {})
         if envelope["ok"] or time.monotonic() > deadline:
@@ -655,7 +655,7 @@ def test_hostd_killed_from_outside_is_restarted_too(world: World) -> None:
     first = h.call("w", "whoami", {})["result"]["pid"]
     os.kill(first, signal.SIGKILL)
     world.wait_log(lambda log: any(e["event"] == "started" and e["pid"] != first for e in log))
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while True:
         envelope = h.call(f"w{time.monotonic()}", "whoami", {})
         if envelope["ok"] or time.monotonic() > deadline:

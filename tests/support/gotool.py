@@ -62,7 +62,12 @@ def _candidates() -> list[Path]:
 def _version_ok(go: Path) -> bool:
     try:
         out = subprocess.run(
-            [str(go), "env", "GOVERSION"], capture_output=True, text=True, timeout=60, env=go_env()
+            # The first run of a fresh toolchain is slow on a loaded machine: a generous bound.
+            [str(go), "env", "GOVERSION"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=go_env(),
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return False
