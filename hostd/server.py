@@ -169,11 +169,12 @@ class Daemon:
             self.logger.warn("connection refused: too many sessions", limit=self.services.config.limits.max_sessions)
         return False
 
-    def start_session(self, session: Session, watch_shutdown: bool = True) -> None:
+    def start_session(self, session: Session, watch_shutdown: bool = True) -> asyncio.Task[None]:
         assert self._tg is not None
         task = self._tg.create_task(self._run_session(session, watch_shutdown), name=session.id)
         self._session_tasks.add(task)
         task.add_done_callback(self._session_tasks.discard)
+        return task
 
     async def _run_session(self, session: Session, watch_shutdown: bool = True) -> None:
         """The session boundary: whatever escapes a session ends that session alone."""
@@ -204,9 +205,7 @@ class Daemon:
         table = methods if methods is not None else self.plugin_table
         session = Session(self.services, table, kind=kind, name=name, max_in_flight=max_in_flight)
         release = await attach_stdio(session, read_fd, write_fd)
-        self.start_session(session, watch_shutdown)
-        session_task = next(t for t in self._session_tasks if t.get_name() == session.id)
-        session_task.add_done_callback(lambda _t: release())
+        self.start_session(session, watch_shutdown).add_done_callback(lambda _t: release())
         return session
 
     # Running --------------------------------------------------------------------------------

@@ -8,8 +8,6 @@ upstream for host.http.do and the fake proxy for host.model.*).
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import json
 import os
 import shutil
@@ -20,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from hostd.client import Client, RpcError
-from tests.support.examples import Stack, example_stack, wait_log_after
+from hostd.client import RpcError
+from tests.support.examples import Stack, example_plugin, example_stack, invoke, joined, wait_log_after
 from tests.support.fake_proxy import Sse, default_events, sse_event
+from tests.support.helpers import read_emit_stream
 
 pytestmark = pytest.mark.anyio
 
@@ -43,41 +42,10 @@ async def stack() -> AsyncIterator[Stack]:
         yield built
 
 
-@contextlib.asynccontextmanager
-async def node_example(stack: Stack, name: str, plugin_id: str) -> AsyncIterator[asyncio.subprocess.Process]:
+def node_example(stack: Stack, name: str, plugin_id: str) -> Any:
     """Run plugins/node/examples/<name>.mjs on hostd's plugin socket; yields once hostd has its hello."""
-    seen = len(stack.hp.stderr_lines)
-    env = {**os.environ, "HOSTD_SOCKET": f"unix:{stack.hp.socket}"}
-    env.pop("NODE_OPTIONS", None)
-    proc = await asyncio.create_subprocess_exec(node(), str(NODE_SDK / "examples" / f"{name}.mjs"), env=env)
-    try:
-        await wait_log_after(stack.hp, seen, '"msg":"hello plugin"', f'"plugin":"{plugin_id}"')
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-        async with asyncio.timeout(T):
-            await proc.wait()
-
-
-async def invoke(
-    ctl: Client, plugin_id: str, method: str, params: dict[str, Any], *, stream: bool, **extra: Any
-) -> dict[str, Any]:
-    request = {"plugin_id": plugin_id, "method": method, "params": params, "stream": stream, **extra}
-    answer: dict[str, Any] = await ctl.call("hostd.invoke", request, timeout=T)
-    return answer
-
-
-async def read_all(ctl: Client, stream_id: str) -> list[dict[str, Any]]:
-    reads = []
-    while True:
-        reads.append(await ctl.call("hostd.stream.read", {"stream_id": stream_id}, timeout=T))
-        if reads[-1]["done"]:
-            return reads
-
-
-def joined(reads: list[dict[str, Any]]) -> bytes:
-    return b"".join(base64.b64decode(r["payload"]) for r in reads if r["payload"] is not None)
+    env = {k: v for k, v in os.environ.items() if k != "NODE_OPTIONS"}
+    return example_plugin(stack, [node(), str(NODE_SDK / "examples" / f"{name}.mjs")], plugin_id, env)
 
 
 # The SDK's own tests ------------------------------------------------------------------------
@@ -183,7 +151,7 @@ async def test_executor_example_streams_the_model_answer_through_emit(stack: Sta
             ctl, "demo-executor-node", "executor.execute_stream", {"model": "gpt-demo", "prompt": "hi"}, stream=True
         )
         assert answer["result"] == {}
-        reads = await read_all(ctl, answer["stream_id"])
+        reads = await read_emit_stream(ctl, answer["stream_id"])
     assert joined(reads) == b"".join(default_events("/v1/chat/completions", "gpt-demo"))
     assert reads[-1] == {"payload": None, "error": "", "done": True}
     assert all(r["error"] == "" for r in reads)
@@ -201,7 +169,7 @@ async def test_executor_example_closes_its_stream_with_the_upstream_error(stack:
         answer = await invoke(
             ctl, "demo-executor-node", "executor.execute_stream", {"model": "m", "prompt": "p"}, stream=True
         )
-        reads = await read_all(ctl, answer["stream_id"])
+        reads = await read_emit_stream(ctl, answer["stream_id"])
     assert joined(reads) == first
     assert reads[-1]["done"] is True
     assert reads[-1]["error"], reads  # the model stream's error text, passed on by the plugin
@@ -215,6 +183,6 @@ async def test_executor_example_closes_its_stream_when_the_model_call_fails(stac
         answer = await invoke(
             ctl, "demo-executor-node", "executor.execute_stream", {"model": "m", "prompt": "p"}, stream=True
         )
-        reads = await read_all(ctl, answer["stream_id"])
+        reads = await read_emit_stream(ctl, answer["stream_id"])
     assert reads[-1]["done"] is True
     assert "503" in reads[-1]["error"], reads  # host.model.execute_stream's own error text

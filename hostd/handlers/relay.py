@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 import orjson
 
+from hostd.bridge.spec import family_of
 from hostd.errors import Forbidden, HostCallFailed, InvalidParams
 from hostd.rpc.messages import fragment
 from hostd.rpc.methods import CallContext, Method
@@ -129,14 +130,6 @@ def relay_method(name: str, target: RelayTarget) -> Method[RelayParams]:
     return Method(name=name, decoder=_RelayDecoder(name), fn=relay)  # type: ignore[arg-type]
 
 
-def family_of(method: str) -> str | None:
-    """``http``, ``model``, ``auth``, ``log``, ``routing``, ``affinity`` (or None)."""
-    if method == "host.log":
-        return "log"
-    parts = method.split(".")
-    return parts[1] if len(parts) >= 3 and parts[0] == "host" else None
-
-
 RELAYED_ONLY = ("host.routing.reset_cooldown",)  # served only when relayed (standalone: -32601)
 
 
@@ -146,6 +139,6 @@ def relay_table(
     """``table`` with every method of a relayed family replaced by its relay."""
     out = dict(table)
     for name in [*table, *RELAYED_ONLY]:
-        if family_of(name) in families and not name.startswith("host.stream."):
+        if family_of(name) in families:  # host.stream.* has no family: never relayed
             out[name] = relay_method(name, target)
     return out

@@ -35,8 +35,8 @@ from hostd.rpc.messages import (
     ID_LIMIT,
     UNSET,
     Envelope,
+    PeerAnswer,
     RequestId,
-    _PeerAnswer,
     decode_envelope,
     encode_error,
     encode_result,
@@ -143,7 +143,7 @@ class Dispatcher:
         if isinstance(env, WireError):
             self._fail(reply, None, None, env)
             return
-        if isinstance(env, _PeerAnswer):
+        if isinstance(env, PeerAnswer):
             self.session.peer.answer_unreadable()
             return
         if len(line) > self.max_line and (type(env.method) is str or not (env.result or env.error)):
@@ -175,7 +175,7 @@ class Dispatcher:
         batch = _Batch(self.session.outbox.write, len(items) + 1)  # +1 until every element is dispatched
         for raw in items:
             env = decode_envelope(raw)
-            if isinstance(env, _PeerAnswer):
+            if isinstance(env, PeerAnswer):
                 self.session.peer.answer_unreadable()
                 batch.done_one()
                 continue

@@ -35,16 +35,16 @@ envelope_decoder = msgspec.json.Decoder(Envelope)
 
 
 # Decoding one line is total: whatever it holds, the result is an envelope or what answers it.
-class _PeerAnswer:
+class PeerAnswer:
     """A message with ``result`` or ``error`` and no ``method`` that the envelope cannot hold
     (an id of the wrong type): an answer all the same, so it is never answered (§2)."""
 
 
-PEER_ANSWER = _PeerAnswer()
+PEER_ANSWER = PeerAnswer()
 ID_LIMIT = 2**63  # ids beyond 64 bits cannot be echoed exactly (the encoder writes them as floats)
 
 
-def decode_envelope(line: bytes) -> Envelope | WireError | _PeerAnswer:
+def decode_envelope(line: bytes) -> Envelope | WireError | PeerAnswer:
     """One line's envelope, or the error that answers it (never raises)."""
     try:
         env = envelope_decoder.decode(line)
@@ -59,7 +59,7 @@ def decode_envelope(line: bytes) -> Envelope | WireError | _PeerAnswer:
     return env
 
 
-def _invalid(line: bytes, e: msgspec.ValidationError) -> WireError | _PeerAnswer:
+def _invalid(line: bytes, e: msgspec.ValidationError) -> WireError | PeerAnswer:
     """The typed decode refused a member: tell bad syntax (and depth) and answers apart."""
     # Raw values are only skipped over (syntax and depth checked), never built: bounded work.
     try:
