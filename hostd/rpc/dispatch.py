@@ -33,13 +33,17 @@ from hostd.errors import (
 from hostd.faults import FAULTS_ON, inject, log_fault
 from hostd.rpc.messages import (
     ID_LIMIT,
+    LONG_LINE,
     UNSET,
     Envelope,
+    ParamsDecoder,
     PeerAnswer,
     RequestId,
     decode_envelope,
+    decode_long,
     encode_error,
     encode_result,
+    raw_list_decoder,
 )
 from hostd.rpc.methods import CallContext, Method
 from hostd.rpc.peer_calls import CANCEL_METHOD
@@ -49,8 +53,6 @@ if TYPE_CHECKING:
 
 Reply = Callable[[bytes], None]
 LOG_TRACE = 5  # hostd.logs' numeric level of trace
-
-_raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 class _Cancel(msgspec.Struct):
@@ -139,6 +141,11 @@ class Dispatcher:
                     return
                 self._batch(line, reply)
                 return
+        if LONG_LINE < len(line) <= self.max_line:
+            typed = decode_long(line, self._decoder)
+            if typed is not None:
+                self.envelope(typed, reply, None, typed=True)
+                return
         env = decode_envelope(line)
         if isinstance(env, WireError):
             self._fail(reply, None, None, env)
@@ -152,12 +159,16 @@ class Dispatcher:
             return
         self.envelope(env, reply, None)
 
+    def _decoder(self, name: str) -> ParamsDecoder | None:
+        method = self.methods.get(name)
+        return None if method is None else method.decoder
+
     def too_large(self, reply: Reply) -> None:
         self._fail(reply, None, None, InvalidRequest("message too large"))
 
     def _batch(self, data: bytes, reply: Reply) -> None:
         try:
-            items = _raw_list_decoder.decode(data)
+            items = raw_list_decoder.decode(data)
         except RecursionError:
             self._fail(reply, None, None, ParseError("parse error: nesting too deep"))
             return
@@ -188,7 +199,8 @@ class Dispatcher:
 
     # One message --------------------------------------------------------------------------
 
-    def envelope(self, env: Envelope, reply: Reply, batch: _Batch | None) -> None:
+    def envelope(self, env: Envelope, reply: Reply, batch: _Batch | None, typed: bool = False) -> None:
+        """Answer one message; ``typed``: its params are decoded already (see ``decode_long``)."""
         method_name = env.method
         id_ = env.id
         session = self.session
@@ -231,7 +243,11 @@ class Dispatcher:
         raw = env.params
         decoder = method.decoder
         try:
-            if not raw:
+            if typed:
+                params = cast(Any, raw)
+                if params is UNSET:
+                    params = decoder.empty()
+            elif not raw:
                 params = decoder.empty()
             else:
                 try:  # msgspec's own bound method: no Python frame on the common path

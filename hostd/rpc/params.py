@@ -53,11 +53,12 @@ class ParamsDecoder:
     bound method) and, on ``msgspec.ValidationError`` only, ``recover`` with the same data.
     """
 
-    __slots__ = ("_empty", "_struct", "_what", "decode", "exact", "recover")
+    __slots__ = ("_empty", "_struct", "_what", "decode", "exact", "recover", "twin")
 
     decode: Callable[[Any], Any]
     exact: Callable[[Any], Any]
     recover: Callable[[Any], Any]
+    twin: type[Any]  # the strict twin ``exact`` decodes into
     _empty: Any
 
     def __init__(self, struct: type[Any], what: str) -> None:
@@ -67,14 +68,15 @@ class ParamsDecoder:
         self._what = what
 
     def __getattr__(self, name: str) -> Any:
-        if name not in ("_empty", "decode", "exact", "recover"):
+        if name not in ("_empty", "decode", "exact", "recover", "twin"):
             raise AttributeError(name)
         self._build()
         return object.__getattribute__(self, name)
 
     def _build(self) -> None:
         struct = self._struct
-        exact = msgspec.json.Decoder(_strict_twin(struct)).decode
+        self.twin = _strict_twin(struct)
+        exact = msgspec.json.Decoder(self.twin).decode
         lenient = msgspec.json.Decoder(struct).decode
         plan = _plan(struct)
 
