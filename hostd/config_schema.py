@@ -36,6 +36,7 @@ class LimitsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_answer_bytes: Positive = 128 * MiB
     max_total_input_bytes: Positive = 1024 * MiB
     max_total_output_bytes: Positive = 2048 * MiB
+    max_total_request_bytes: Positive = 1024 * MiB
 
 
 class HttpConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -44,7 +44,7 @@ class Chunk:
 class EmitLink:
     """One emit stream as both ends see it: the table entry, the chunk queue, the scope."""
 
-    __slots__ = ("_expiry", "chunks", "plugin", "reader", "released", "scope", "services", "stream")
+    __slots__ = ("_expiry", "_queued", "chunks", "plugin", "reader", "released", "scope", "services", "stream")
 
     def __init__(self, services: Services, stream: Stream[Any], plugin: Session, reader: Session, scope: Scope) -> None:
         self.services = services
@@ -53,6 +53,7 @@ class EmitLink:
         self.reader = reader
         self.scope = scope
         self.chunks: PieceBuffer[Chunk] = PieceBuffer(EMIT_QUEUE)
+        self._queued = 0  # payload bytes queued: counted in limits.max_total_output_bytes
         self.released = False
         self._expiry: asyncio.TimerHandle | None = None
         stream.info["emit"] = self
@@ -71,6 +72,7 @@ class EmitLink:
         """Queue one chunk, waiting while 16 are queued; :class:`BufferClosed` when not open."""
         chunks = self.chunks  # an emit waiting here fails if the queue is replaced or aborted
         await chunks.put(chunk)
+        self._count(len(chunk.payload))
         if chunk.error:
             chunks.finish()  # an error chunk is the last one
 
@@ -87,6 +89,8 @@ class EmitLink:
 
     async def read(self) -> dict[str, Any]:
         item = await read_counted(self.stream, self.chunks)
+        if not isinstance(item, End):
+            self._count(-len(item.payload))
         if isinstance(item, End):
             self.release()
             if item.aborted:
@@ -101,8 +105,10 @@ class EmitLink:
         """Inline chunks from the invoke result become the whole content; then it is closed."""
         old, self.chunks = self.chunks, PieceBuffer(max(len(chunks), 1))
         old.abort()  # emits queued or waiting on the old queue are gone / fail "not open"
+        self._count(-self._queued)
         for chunk in chunks:
             await self.chunks.put(chunk)  # never waits: the queue holds them all
+            self._count(len(chunk.payload))
             if chunk.error:
                 break
         self.chunks.finish()
@@ -110,6 +116,7 @@ class EmitLink:
     def abort(self, reason: str = "aborted by the host side") -> None:
         """The host side gave up on the stream: drop what is queued, fail waiting emits."""
         self.chunks.abort()
+        self._count(-self._queued)
         self.release(reason)
 
     def release(self, reason: str = "finished") -> None:
@@ -123,6 +130,11 @@ class EmitLink:
         self.services.emit.forget(self)
         self.services.streams.close(self.stream, reason)
         self.services.scopes.close(self.scope)
+
+    def _count(self, size: int) -> None:
+        """Queued chunks wait for a reader as unread answers do: they share the daemon's budget."""
+        self._queued += size
+        self.services.output_budget.total += size
 
     # Table side ---------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ def apply_config(daemon: Daemon, fresh: Config) -> ReloadPlan:
     streams.buffer_pieces = limits.stream_buffer_pieces
     services.output_budget.limit = limits.max_total_output_bytes
     services.input_budget.limit = limits.max_total_input_bytes
+    services.request_budget.limit = limits.max_total_request_bytes
     services.config = fresh
     daemon.config = fresh
     services.reset_upstreams(

@@ -36,9 +36,8 @@ from hostd.emit import EmitRegistry
 from hostd.faults import log_fault
 from hostd.handlers import control_methods, plugin_methods
 from hostd.logs import Logger
-from hostd.rpc.framing import InputBudget
+from hostd.rpc.budget import Budget
 from hostd.rpc.methods import Method
-from hostd.rpc.outbox import OutputBudget
 from hostd.rpc.session import Session
 from hostd.scopes import ScopeRegistry
 from hostd.services import Services
@@ -81,8 +80,9 @@ def build_services(config: Config, logger: Logger) -> Services:
         scopes=ScopeRegistry(),
         counters=counters,
         emit=EmitRegistry(),
-        output_budget=OutputBudget(limits.max_total_output_bytes),
-        input_budget=InputBudget(limits.max_total_input_bytes),
+        output_budget=Budget(limits.max_total_output_bytes),
+        input_budget=Budget(limits.max_total_input_bytes),
+        request_budget=Budget(limits.max_total_request_bytes),
     )
     # Session-end cleanup, in this order: streams first (their upstream connections drop at
     # once), then scopes (closing the model streams bound to them), then the emit links the

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 from hostd.config import Config
 from hostd.logs import Logger
 from hostd.operations import OperationRegistry
-from hostd.rpc.framing import InputBudget
-from hostd.rpc.outbox import OutputBudget
+from hostd.rpc.budget import Budget
 from hostd.rpc.registry import SessionRegistry
 from hostd.scopes import ScopeRegistry
 from hostd.streams import Counters, StreamTable
@@ -43,8 +42,9 @@ class Services:
     scopes: ScopeRegistry
     counters: Counters
     emit: EmitRegistry
-    output_budget: OutputBudget
-    input_budget: InputBudget
+    output_budget: Budget
+    input_budget: Budget
+    request_budget: Budget
     sessions: SessionRegistry = field(default_factory=SessionRegistry)
     end_hooks: list[Callable[[Session], None]] = field(default_factory=list)
     operations: OperationRegistry = field(default_factory=OperationRegistry)  # host.http.operation_*
@@ -84,6 +84,10 @@ class Services:
 
             self._auth = CredentialStore(self.config.auth_dir)
         return self._auth
+
+    def body_bytes(self) -> int:
+        """``host.http.do`` bodies held now (``[http] max_total_body_bytes``); 0 before the first."""
+        return 0 if self._http is None else self._http.budget.buffered
 
     def reset_upstreams(self, http: bool, model: bool, auth: bool) -> None:
         """Drop clients whose configuration changed; open connections close at shutdown."""

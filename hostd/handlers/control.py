@@ -107,6 +107,12 @@ def status(ctx: CallContext, _params: StatusParams) -> dict[str, Any]:
         "control": services.config.control or None,
         "config_file": services.config_file,
         "limits": msgspec.structs.asdict(services.config.limits),
+        "buffered": {  # bytes held now against the daemon-wide limits
+            "partial_line_bytes": services.input_budget.total,
+            "output_bytes": services.output_budget.total,
+            "request_bytes": services.request_budget.total,
+            "body_bytes": services.body_bytes(),
+        },
         "totals": {
             **services.counters.as_dict(),
             "dropped_log_lines": services.counters.dropped_log_lines + services.logger.dropped,

@@ -13,6 +13,8 @@ body ``read host http response: context canceled``; a stream it opened is closed
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -20,7 +22,7 @@ import msgspec
 from hostd.errors import HostCallFailed
 from hostd.operations import CANCELED, Operation, cancel_task
 from hostd.rpc.messages import b64
-from hostd.rpc.methods import CallContext, host_method
+from hostd.rpc.methods import CallContext, Held, host_method
 from hostd.streams import BufferClosed, End, Stream, StreamTable
 from hostd.upstream.headers import header_map
 
@@ -125,7 +127,19 @@ def _cancelled_by(op: Operation | None, task: asyncio.Task[Any]) -> bool:
 
 
 @host_method("host.http.do", HttpParams, "host http")
-async def http_do(ctx: CallContext, params: HttpParams) -> dict[str, Any]:
+async def http_do(ctx: CallContext, params: HttpParams) -> Held:
+    # The body stays counted in [http] max_total_body_bytes until its answer is written.
+    release: list[Callable[[], None]] = []  # set once the body is read
+    try:
+        result = await _do(ctx, params, release)
+    except BaseException:
+        for done in release:
+            done()
+        raise
+    return Held(result, release[0])
+
+
+async def _do(ctx: CallContext, params: HttpParams, release: list[Callable[[], None]]) -> dict[str, Any]:
     # Lazy: keeps start-up cheap (httpx, httpcore and TLS load on the first host.http.* call).
     from hostd.upstream._net import NETWORK_ERRORS, close_response
     from hostd.upstream.http_client import translate
@@ -141,8 +155,10 @@ async def http_do(ctx: CallContext, params: HttpParams) -> dict[str, Any]:
         async with asyncio.timeout(timeout):
             sent = await _send(ctx, params)
             action = READ
+            upstream = ctx.services.http
             try:
-                body = await ctx.services.http.read_body(sent)
+                body = await upstream.read_body(sent)
+                release.append(functools.partial(upstream.budget.release, len(body)))
             except NETWORK_ERRORS as e:
                 raise translate(e, READ) from None
             finally:

@@ -31,6 +31,7 @@ from hostd.errors import (
     WireError,
 )
 from hostd.faults import FAULTS_ON, inject, log_fault
+from hostd.rpc.batches import Batch
 from hostd.rpc.messages import (
     ID_LIMIT,
     LONG_LINE,
@@ -45,7 +46,7 @@ from hostd.rpc.messages import (
     encode_result,
     raw_list_decoder,
 )
-from hostd.rpc.methods import CallContext, Method
+from hostd.rpc.methods import CallContext, Held, Method
 from hostd.rpc.peer_calls import CANCEL_METHOD
 
 if TYPE_CHECKING:
@@ -60,25 +61,6 @@ class _Cancel(msgspec.Struct):
 
 
 _cancel_decoder = msgspec.json.Decoder(_Cancel)
-
-
-class _Batch:
-    """Collects the answers of one batch and writes them as one array when the last ends."""
-
-    __slots__ = ("parts", "pending", "write")
-
-    def __init__(self, write: Reply, pending: int) -> None:
-        self.pending = pending
-        self.parts: list[bytes] = []
-        self.write = write
-
-    def add(self, answer: bytes) -> None:
-        self.parts.append(answer)
-
-    def done_one(self) -> None:
-        self.pending -= 1
-        if self.pending == 0 and self.parts:
-            self.write(b"[" + b",".join(self.parts) + b"]")
 
 
 class Dispatcher:
@@ -144,7 +126,7 @@ class Dispatcher:
         if LONG_LINE < len(line) <= self.max_line:
             typed = decode_long(line, self._decoder)
             if typed is not None:
-                self.envelope(typed, reply, None, typed=True)
+                self.envelope(typed, reply, None, len(line), typed=True)
                 return
         env = decode_envelope(line)
         if isinstance(env, WireError):
@@ -157,7 +139,7 @@ class Dispatcher:
             # The framer let it grow as a possible answer; it is not one.
             self._fail(reply, None, None, InvalidRequest("message too large"))
             return
-        self.envelope(env, reply, None)
+        self.envelope(env, reply, None, len(line))
 
     def _decoder(self, name: str) -> ParamsDecoder | None:
         method = self.methods.get(name)
@@ -183,7 +165,7 @@ class Dispatcher:
             self._fail(reply, None, None, InvalidRequest(f"batch too large (max {limit} elements)"))
             return
         # Written with a flush of its own: its last element may end long after this line.
-        batch = _Batch(self.session.outbox.write, len(items) + 1)  # +1 until every element is dispatched
+        batch = Batch(self.session.outbox, len(items) + 1)  # +1 until every element is dispatched
         for raw in items:
             env = decode_envelope(raw)
             if isinstance(env, PeerAnswer):
@@ -194,13 +176,13 @@ class Dispatcher:
                 batch.add(encode_error(None, env))
                 batch.done_one()
                 continue
-            self.envelope(env, batch.add, batch)
+            self.envelope(env, batch.add, batch, len(raw))
         batch.done_one()
 
     # One message --------------------------------------------------------------------------
 
-    def envelope(self, env: Envelope, reply: Reply, batch: _Batch | None, typed: bool = False) -> None:
-        """Answer one message; ``typed``: its params are decoded already (see ``decode_long``)."""
+    def envelope(self, env: Envelope, reply: Reply, batch: Batch | None, size: int, typed: bool = False) -> None:
+        """Answer one message of ``size`` bytes; ``typed``: its params are decoded already (``decode_long``)."""
         method_name = env.method
         id_ = env.id
         session = self.session
@@ -280,7 +262,7 @@ class Dispatcher:
             if batch is not None:
                 batch.done_one()
             return
-        refusal = self._admit(answer is not None)
+        refusal = self._admit(size)
         if refusal is not None:
             if answer is None:
                 self._drop_notification(method_name)
@@ -291,18 +273,23 @@ class Dispatcher:
             return
         self.in_flight += 1
         self._idle.clear()
+        session.services.request_budget.total += size  # held until the call ends
         if answer is not None and batch is None:
             answer = session.outbox.write  # answered later: schedules its own flush
-        task = session.task_group.create_task(self._run(method, ctx, params, rid, answer, batch))
+        task = session.task_group.create_task(self._run(method, ctx, params, rid, answer, batch, size))
         self.tasks.add(task)
         if rid is not None:
             self._calls[rid] = task
 
-    def _admit(self, has_id: bool) -> WireError | None:
+    def _admit(self, size: int) -> WireError | None:
         if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
             return LimitExceeded(f"too many in-flight calls (max {self.max_in_flight})")
-        if self.session.services.output_budget.full:
+        services = self.session.services
+        if services.output_budget.full:
             return LimitExceeded("hostd output buffers are full; retry later", retryable=True)
+        requests = services.request_budget
+        if requests.total + size > requests.limit:
+            return LimitExceeded("hostd request buffers are full; retry later", retryable=True)
         return None
 
     def _scoped(self, callback_id: str) -> CallContext:
@@ -317,15 +304,21 @@ class Dispatcher:
         params: Any,
         rid: RequestId | None,
         reply: Reply | None,
-        batch: _Batch | None,
+        batch: Batch | None,
+        size: int,
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
         out: bytes | None = None
+        release = None
         try:
             if FAULTS_ON:
                 inject(f"handler:{method.name}")
-            out = encode_result(rid, await method.fn(ctx, params))
+            result = await method.fn(ctx, params)
+            if type(result) is Held:
+                release = result.release
+                result = result.value
+            out = encode_result(rid, result)
         except asyncio.CancelledError:
             if task in self._cancel_requested and task.uncancel() == 0:
                 out = encode_error(rid, RequestCancelled("request cancelled"))
@@ -341,10 +334,18 @@ class Dispatcher:
             if rid is not None and self._calls.get(rid) is task:
                 del self._calls[rid]
             self.in_flight -= 1
+            self.session.services.request_budget.total -= size
             if self.in_flight == 0:
                 self._idle.set()
         if reply is not None:
             reply(out)
+        if release is not None:
+            if reply is None:
+                release()
+            elif batch is not None:
+                batch.hold(release)
+            else:
+                self.session.outbox.after_written(release)
         if batch is not None:
             batch.done_one()
 
@@ -365,7 +366,7 @@ class Dispatcher:
         )
         return InternalError(f"internal error in {method}")
 
-    def _fail(self, reply: Reply | None, batch: _Batch | None, rid: RequestId | None, err: WireError) -> None:
+    def _fail(self, reply: Reply | None, batch: Batch | None, rid: RequestId | None, err: WireError) -> None:
         self.session.services.counters.errors += 1
         if reply is not None:
             reply(encode_error(rid, err))

@@ -103,13 +103,3 @@ class LineFramer:
         self._buf += data[start:end]
         if not self._buf:
             self._cap = self.max_line
-
-
-class InputBudget:
-    """Partial-line bytes held across all sessions (``limits.max_total_input_bytes``)."""
-
-    __slots__ = ("limit", "total")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.total = 0

@@ -43,6 +43,16 @@ class CallContext:
 
 
 @dataclass(frozen=True, slots=True)
+class Held:
+    """A result that holds daemon-wide bytes (a buffered ``host.http.do`` body) until its
+    answer has been written to the plugin: ``release`` is called then (or when the answer
+    can no longer be written), never before."""
+
+    value: Any
+    release: Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True)
 class Method(Generic[P]):
     name: str
     decoder: ParamsDecoder

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hostd.errors import HostCallFailed, InternalError
 from hostd.faults import FAULTS_ON, armed, inject, log_fault, run_callbacks
 from hostd.rpc.dispatch import Dispatcher
-from hostd.rpc.framing import InputBudget, LineFramer
+from hostd.rpc.framing import LineFramer
 from hostd.rpc.messages import LONG_LINE, encode_error, envelope_decoder
 from hostd.rpc.methods import Method
 from hostd.rpc.outbox import Outbox, Output
@@ -40,7 +40,7 @@ from hostd.rpc.peer_calls import PeerCalls
 if TYPE_CHECKING:
     from hostd.config import Config
     from hostd.logs import Logger
-    from hostd.rpc.outbox import OutputBudget
+    from hostd.rpc.budget import Budget
     from hostd.rpc.registry import SessionRegistry
     from hostd.scopes import ScopeRegistry
     from hostd.streams import Counters, Stream
@@ -61,8 +61,9 @@ class SessionServices(Protocol):
     counters: Counters
     scopes: ScopeRegistry
     sessions: SessionRegistry
-    output_budget: OutputBudget
-    input_budget: InputBudget
+    output_budget: Budget
+    input_budget: Budget
+    request_budget: Budget
     end_hooks: list[Callable[[Session], None]]
 
 
@@ -165,7 +166,7 @@ class Session:
                     except Exception:
                         line_fn(line, reply)  # the slow path words the error
                     else:
-                        envelope(env, reply, None)
+                        envelope(env, reply, None, len(line))
                 else:
                     line_fn(line, reply)
             except Exception as e:  # the line boundary

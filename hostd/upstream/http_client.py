@@ -179,7 +179,8 @@ class HttpUpstream:
         return pieces(sent.response, Gunzip() if sent.gunzip else None)
 
     async def read_body(self, sent: Sent) -> bytes:
-        """The whole body, within ``max_body_bytes`` and the daemon-wide ``max_total_body_bytes``."""
+        """The whole body, within ``max_body_bytes`` and the daemon-wide ``max_total_body_bytes``
+        (where it stays counted until ``self.budget.release(len(body))``)."""
         limit = self.config.max_body_bytes
         return await read_bounded(
             self.pieces(sent),

@@ -75,6 +75,9 @@ class BodyBudget:
         self.limit = limit
         self.too_much = too_much
 
+    def release(self, size: int) -> None:
+        self.buffered -= size
+
 
 async def read_bounded(
     source: AsyncIterator[bytes],
@@ -82,7 +85,10 @@ async def read_bounded(
     too_big: Callable[[], Exception],
     budget: BodyBudget | None = None,
 ) -> bytes:
-    """The whole body, or ``too_big()`` past ``limit`` bytes (``budget.too_much()`` past the budget)."""
+    """The whole body, or ``too_big()`` past ``limit`` bytes (``budget.too_much()`` past the budget).
+
+    A body returned stays counted in ``budget``: the caller releases it (``budget.release``)
+    once the answer holding it has been written (PROTOCOL §11)."""
     parts: list[bytes] = []
     size = 0
     try:
@@ -95,9 +101,10 @@ async def read_bounded(
             if budget is not None and budget.buffered > budget.limit:
                 raise budget.too_much()
             parts.append(piece)
-    finally:
+    except BaseException:
         if budget is not None:
             budget.buffered -= size
+        raise
     return b"".join(parts)
 
 
