@@ -27,6 +27,7 @@ from hostd.streams import BufferClosed, End, Stream, StreamTable
 from hostd.upstream.headers import header_map
 
 if TYPE_CHECKING:
+    from hostd.upstream._net import H1Body
     from hostd.upstream.http_client import Sent
 
 EXECUTE = "execute host http request"
@@ -179,7 +180,7 @@ async def _do(ctx: CallContext, params: HttpParams, release: list[Callable[[], N
 @host_method("host.http.do_stream", HttpParams, "host http")
 async def http_do_stream(ctx: CallContext, params: HttpParams) -> dict[str, Any]:
     # Lazy: keeps start-up cheap (httpx, httpcore and TLS load on the first host.http.* call).
-    from hostd.upstream._net import upstream_aborter
+    from hostd.upstream._net import take_over, upstream_aborter
 
     op = _claim_or_check_scope(ctx, params)
     task = asyncio.current_task()
@@ -206,15 +207,21 @@ async def http_do_stream(ctx: CallContext, params: HttpParams) -> dict[str, Any]
         if isinstance(e, asyncio.CancelledError) and _cancelled_by(op, task):
             raise HostCallFailed(f"{EXECUTE}: {CANCELED}") from None
         raise
-    stream.abort_upstream = upstream_aborter(sent.response)
-    if op is not None:
-        _bind_operation(ctx, op, table, stream)
-    table.start(stream, _pump(ctx, stream, sent))
     result: dict[str, Any] = {"status_code": sent.response.status_code}
     headers = header_map(sent.response.headers.raw, sent.dropped_headers)
     if headers:
         result["headers"] = headers
     result["stream_id"] = stream.id
+    # The body on hostd's own reader when the connection allows it (httpx is then done with
+    # the response: nothing of it stays with the stream), else through httpx.
+    body = take_over(sent.response, sent.gunzip)
+    if body is not None:
+        stream.abort_upstream = body.abort
+    else:
+        stream.abort_upstream = upstream_aborter(sent.response)
+    if op is not None:
+        _bind_operation(ctx, op, table, stream)
+    table.start(stream, _pump(ctx, stream, sent) if body is None else _pump_body(stream, body))
     return result
 
 
@@ -247,6 +254,24 @@ async def _pump(ctx: CallContext, stream: Stream[bytes], sent: Sent) -> None:
         buffer.finish(describe(e) or "stream failed")
     finally:
         await close_response(sent.response)
+
+
+async def _pump_body(stream: Stream[bytes], body: H1Body) -> None:
+    """:func:`_pump` for a body on hostd's own reader: the same ends, the same error texts."""
+    # Lazy: keeps start-up cheap (loaded already by the call that opened the stream).
+    from hostd.upstream._net import NETWORK_ERRORS
+    from hostd.upstream.http_client import describe
+
+    buffer = stream.buffer
+    try:
+        await body.pump(buffer)
+        buffer.finish()
+    except BufferClosed:
+        pass
+    except NETWORK_ERRORS as e:
+        buffer.finish(describe(e) or "stream failed")
+    finally:
+        body.close()
 
 
 def _stream_id(params: StreamParams) -> str:

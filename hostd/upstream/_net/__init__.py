@@ -3,7 +3,8 @@
 - :mod:`.backend`: httpcore's network layer on plain asyncio streams;
 - :mod:`.egress`: the egress policy and the network backend that enforces it;
 - :mod:`.transport`: httpx's transport interface over sharded httpcore pools;
-- :mod:`.body`: response bodies in pieces, bounded reads, a close that cannot be interrupted.
+- :mod:`.body`: response bodies in pieces, bounded reads, a close that cannot be interrupted;
+- :mod:`.h1body`: hostd's own HTTP/1.1 body reader for streams, on a connection taken from httpcore.
 
 Nothing here translates exceptions: each client does that in one function of its own.
 """
@@ -17,6 +18,7 @@ from hostd import __version__
 from hostd.upstream._net.backend import AsyncioBackend, client_ssl_context, upstream_aborter
 from hostd.upstream._net.body import BodyBudget, Gunzip, close_response, pieces, read_bounded, read_prefix
 from hostd.upstream._net.egress import EgressBackend, EgressDenied, EgressPolicy
+from hostd.upstream._net.h1body import H1Body, take_over
 from hostd.upstream._net.transport import PooledTransport
 
 USER_AGENT = f"hostd/{__version__}"  # sent when the plugin set no User-Agent, by both clients
@@ -46,11 +48,13 @@ __all__ = [
     "EgressDenied",
     "EgressPolicy",
     "Gunzip",
+    "H1Body",
     "PooledTransport",
     "client_ssl_context",
     "close_response",
     "pieces",
     "read_bounded",
     "read_prefix",
+    "take_over",
     "upstream_aborter",
 ]

@@ -117,6 +117,22 @@ class AsyncioStream(httpcore.AsyncNetworkStream, asyncio.Protocol):
             return b""
         return self._take(max_bytes)
 
+    def take(self, max_bytes: int) -> bytes | None:
+        """What :meth:`read` would return now, or ``None`` when it would have to wait."""
+        if self._chunks:
+            return self._take(max_bytes)
+        if not self._eof:
+            return None
+        if self._error is not None:
+            raise httpcore.ReadError(str(self._error) or type(self._error).__name__)
+        return b""
+
+    def readable(self) -> asyncio.Future[None]:
+        """A future that is done once data or the end arrives: awaited as it is, so a
+        suspended read costs no frame of its own (hostd's body reader, ``h1body.py``)."""
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        return waiter
+
     async def _wait_data(self) -> None:
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         try:
@@ -185,6 +201,10 @@ class AsyncioStream(httpcore.AsyncNetworkStream, asyncio.Protocol):
         transport.abort()
 
     async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close in an orderly way (from synchronous code); dropped when the peer is not reading."""
         transport = self._transport
         if transport is None or transport.is_closing():
             return

@@ -140,6 +140,11 @@ async def close_response(response: httpx.Response, timeout: float = CLOSE_TIMEOU
         return  # done without suspending: the common case
     except Exception:
         return  # the close failed: the connection is gone either way
+    await settle_close(closing, waiting_on, timeout)
+
+
+async def settle_close(closing: Coroutine[Any, Any, None], waiting_on: Any, timeout: float = CLOSE_TIMEOUT_S) -> None:
+    """The rest of a close that suspended on ``waiting_on``, as :func:`close_response` runs it."""
     task = asyncio.ensure_future(_resume(closing, waiting_on))
     task.add_done_callback(_retrieve)
     deadline = asyncio.get_running_loop().time() + timeout
