@@ -13,9 +13,9 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
+from hostd.buffers import ABORTED, ENDED, BufferClosed, End, PieceBuffer
 from hostd.errors import HostCallFailed, LimitExceeded
 from hostd.faults import FAULTS_ON, armed, inject, inject_once
 
@@ -28,123 +28,7 @@ PIECE_BYTES = 32 * 1024
 
 T = TypeVar("T")
 
-
-@dataclass(frozen=True, slots=True)
-class End:
-    """The last thing a reader sees: a clean end (``error == ""``), an error, or an abort."""
-
-    error: str = ""
-    aborted: bool = False
-
-
-ENDED = End()
-ABORTED = End(aborted=True)
-
-
-class BufferClosed(Exception):
-    """Raised to a producer whose buffer was finished or aborted (the stream is not open)."""
-
-
-class PieceBuffer(Generic[T]):
-    """A bounded FIFO of pieces with an end marker.
-
-    ``put`` waits while the buffer is full (backpressure); ``get`` waits for a piece or the
-    end. A cancelled ``get`` takes nothing, so a cancelled read loses no data. Waiting
-    readers are served in arrival order.
-    """
-
-    __slots__ = ("_capacity", "_end", "_getters", "_items", "_merge", "_putters")
-
-    def __init__(self, capacity: int, merge: int = 0) -> None:
-        # Lists, not deques: each holds a handful of entries, and an empty deque costs
-        # ~600 bytes against a list's 56 (~1.9 KiB per stream, 19 MiB for 10,000).
-        self._items: list[T] = []
-        self._capacity = capacity
-        self._getters: list[asyncio.Future[None]] = []
-        self._putters: list[asyncio.Future[None]] = []
-        # > 0 (bytes pieces): a piece put while the previous one still waits is appended
-        # to it, up to this size, so one read takes every small piece (SSE events) that is
-        # available: "whatever is available, at most 32 KiB, never waiting to fill".
-        self._merge = merge
-        self._end: End | None = None
-
-    @property
-    def ended(self) -> bool:
-        return self._end is not None
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    async def put(self, item: T) -> None:
-        items = self._items
-        if self._merge and items and self._end is None:
-            last: Any = items[-1]
-            if len(last) + len(item) <= self._merge:  # type: ignore[arg-type]
-                items[-1] = last + item  # its reader was woken when it was put
-                return
-        while len(self._items) >= self._capacity and self._end is None:
-            await self._wait(self._putters)
-        if self._end is not None:
-            raise BufferClosed
-        self._items.append(item)
-        _wake_one(self._getters)
-
-    async def get(self) -> T | End:
-        while not self._items and self._end is None:
-            await self._wait(self._getters)
-        if self._items:
-            item = self._items.pop(0)
-            _wake_one(self._putters)
-            if self._items or self._end is not None:
-                _wake_one(self._getters)
-            return item
-        assert self._end is not None
-        _wake_one(self._getters)  # every waiting reader sees the end too
-        return self._end
-
-    def finish(self, error: str = "") -> None:
-        """End after what is queued: readers get the queued pieces, then the end."""
-        if self._end is None:
-            self._end = End(error) if error else ENDED
-            _wake_all(self._getters)
-            _wake_all(self._putters)
-
-    def abort(self) -> None:
-        """End now: queued pieces are dropped, waiting producers get :class:`BufferClosed`."""
-        self._items.clear()
-        self._end = ABORTED
-        _wake_all(self._getters)
-        _wake_all(self._putters)
-
-    async def _wait(self, waiters: list[asyncio.Future[None]]) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiters.append(fut)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                _wake_one(waiters)  # pass the wake-up on; we will not use it
-            else:
-                try:
-                    waiters.remove(fut)
-                except ValueError:
-                    pass
-            raise
-
-
-def _wake_one(waiters: list[asyncio.Future[None]]) -> None:
-    while waiters:
-        fut = waiters.pop(0)
-        if not fut.done():
-            fut.set_result(None)
-            return
-
-
-def _wake_all(waiters: list[asyncio.Future[None]]) -> None:
-    while waiters:
-        fut = waiters.pop(0)
-        if not fut.done():
-            fut.set_result(None)
+__all__ = ["ABORTED", "ENDED", "KINDS", "PIECE_BYTES", "BufferClosed", "End", "PieceBuffer", "Stream", "StreamTable"]
 
 
 class StreamOwner(Protocol):
@@ -303,6 +187,17 @@ class StreamTable:
         item = await read_counted(stream, stream.buffer)
         if isinstance(item, End):
             self._remove(stream)
+        return item
+
+    def read_nowait(self, stream: Stream[T]) -> T | End | None:
+        """:meth:`read` when it would not wait, else None (the caller awaits :meth:`read`).
+
+        Never ahead of a read already under way (the buffer serves reads in arrival order)."""
+        item = stream.buffer.get_nowait()
+        if item is not None:
+            stream.last_active = time.monotonic()
+            if isinstance(item, End):
+                self._remove(stream)
         return item
 
     def close(self, stream: Stream[Any], reason: str = "closed") -> None:

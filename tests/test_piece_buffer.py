@@ -80,3 +80,43 @@ async def test_merging_buffer_hands_a_reader_everything_available_up_to_the_limi
     assert await buf.get() == b"ij"  # would have passed the limit: kept apart
     await buf.put(b"k")
     assert await buf.get() == b"k"  # nothing waits to fill a piece
+
+
+async def test_a_reader_arriving_after_an_earlier_one_was_woken_takes_the_next_piece() -> None:
+    """Arrival order holds across the gap between a waiting reader's wake-up and its run: a
+    later reader (inline or awaiting) used to take the piece the earlier one was woken for."""
+    buf: PieceBuffer[bytes] = PieceBuffer(4)
+    first = asyncio.ensure_future(buf.get())
+    await asyncio.sleep(0)  # first waits
+    await buf.put(b"1")  # first is woken for it; it has not run yet (put did not suspend)
+    assert buf.get_nowait() is None  # nothing unclaimed yet
+    await buf.put(b"2")
+    assert buf.get_nowait() == b"2"  # the first piece nobody claimed
+    async with asyncio.timeout(5):
+        assert await first == b"1"
+
+
+async def test_a_woken_reader_that_is_cancelled_passes_its_piece_on() -> None:
+    buf: PieceBuffer[bytes] = PieceBuffer(4)
+    first = asyncio.ensure_future(buf.get())
+    second = asyncio.ensure_future(buf.get())
+    await asyncio.sleep(0)
+    await buf.put(b"only")
+    first.cancel()  # woken for "only", cancelled before it ran
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    async with asyncio.timeout(5):
+        assert await second == b"only"
+    assert buf.get_nowait() is None
+
+
+async def test_at_the_end_a_late_reader_gets_the_end_and_earlier_ones_their_pieces() -> None:
+    buf: PieceBuffer[bytes] = PieceBuffer(4)
+    first = asyncio.ensure_future(buf.get())
+    await asyncio.sleep(0)
+    await buf.put(b"last")
+    buf.finish()
+    assert buf.get_nowait() is ENDED  # "last" is the first reader's
+    async with asyncio.timeout(5):
+        assert await first == b"last"
+    assert await buf.get() is ENDED

@@ -22,7 +22,7 @@ import msgspec
 from hostd.errors import HostCallFailed
 from hostd.operations import CANCELED, Operation, cancel_task
 from hostd.rpc.messages import b64
-from hostd.rpc.methods import CallContext, Held, host_method
+from hostd.rpc.methods import NOT_READY, CallContext, Held, host_method
 from hostd.streams import BufferClosed, End, Stream, StreamTable
 from hostd.upstream.headers import header_map
 
@@ -281,14 +281,30 @@ def _stream_id(params: StreamParams) -> str:
     return stream_id
 
 
-@host_method("host.http.stream_read", StreamParams, "host http stream read")
-async def http_stream_read(ctx: CallContext, params: StreamParams) -> dict[str, Any]:
+def _open_stream(ctx: CallContext, params: StreamParams) -> Stream[bytes]:
     stream_id = _stream_id(params)
-    table = ctx.services.streams
-    stream = table.get(stream_id, ctx.session, "http")
+    stream = ctx.services.streams.get(stream_id, ctx.session, "http")
     if stream is None:
         raise HostCallFailed(f"http stream {stream_id} is not open")
-    item = await table.read(stream)
+    return stream
+
+
+def _read_now(ctx: CallContext, params: StreamParams) -> Any:
+    """The read answered inline when a piece (or the end) is already there."""
+    stream = _open_stream(ctx, params)
+    item = ctx.services.streams.read_nowait(stream)
+    return NOT_READY if item is None else _read_answer(stream, item)
+
+
+@host_method("host.http.stream_read", StreamParams, "host http stream read", fast=_read_now)
+async def http_stream_read(ctx: CallContext, params: StreamParams) -> dict[str, Any]:
+    stream = _open_stream(ctx, params)
+    item = await ctx.services.streams.read(stream)
+    return _read_answer(stream, item)
+
+
+def _read_answer(stream: Stream[bytes], item: bytes | End) -> dict[str, Any]:
+    stream_id = stream.id
     if isinstance(item, End):
         if item.aborted:
             if stream.info.get("cancelled"):

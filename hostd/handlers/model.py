@@ -20,7 +20,7 @@ import msgspec
 
 from hostd.errors import HostCallFailed, HostError
 from hostd.rpc.messages import b64
-from hostd.rpc.methods import CallContext, host_method
+from hostd.rpc.methods import NOT_READY, CallContext, host_method
 from hostd.scopes import Scope
 from hostd.streams import BufferClosed, End, Stream, StreamTable
 
@@ -197,16 +197,35 @@ async def _produce(
             await close_response(response)
 
 
-@host_method("host.model.stream_read", ModelStreamParams, "host model stream read")
-async def model_stream_read(ctx: CallContext, params: ModelStreamParams) -> dict[str, Any]:
+def _open_stream(ctx: CallContext, params: ModelStreamParams) -> Stream[bytes] | None:
     stream_id = params.stream_id  # compared exactly as sent (§3)
     if not stream_id:
         raise HostCallFailed("model stream id is required")
-    table = ctx.services.streams
-    stream = table.get(stream_id, ctx.session, "model")
+    return ctx.services.streams.get(stream_id, ctx.session, "model")
+
+
+def _read_now(ctx: CallContext, params: ModelStreamParams) -> Any:
+    """The read answered inline when a piece (or the end) is already there, or the id is unknown."""
+    stream = _open_stream(ctx, params)
     if stream is None:
-        return {"payload": None, "error": "", "done": True}
-    item = await table.read(stream)
+        return _GONE
+    item = ctx.services.streams.read_nowait(stream)
+    return NOT_READY if item is None else _read_answer(item)
+
+
+@host_method("host.model.stream_read", ModelStreamParams, "host model stream read", fast=_read_now)
+async def model_stream_read(ctx: CallContext, params: ModelStreamParams) -> dict[str, Any]:
+    stream = _open_stream(ctx, params)
+    if stream is None:
+        return dict(_GONE)
+    item = await ctx.services.streams.read(stream)
+    return _read_answer(item)
+
+
+_GONE: dict[str, Any] = {"payload": None, "error": "", "done": True}
+
+
+def _read_answer(item: bytes | End) -> dict[str, Any]:
     if isinstance(item, End):
         return {"payload": None, "error": item.error, "done": True}
     return {"payload": b64(item), "error": "", "done": False}

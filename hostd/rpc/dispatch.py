@@ -3,10 +3,12 @@
 ``Dispatcher.line`` takes one framed line and answers it. Decoding is total: whatever a
 line holds (invalid UTF-8, nesting deeper than msgspec's limit, a wrong type anywhere)
 becomes ``-32700``/``-32600``/``-32602`` and the next line is served. Inline handlers
-(no I/O) run right here; the others run as tasks in the session's task group, counted
-against ``max_in_flight``. The fault boundary of a request is :meth:`Dispatcher._answer`:
-a :class:`~hostd.errors.WireError` is answered as itself, anything else as ``-32603``
-``internal error in <method>``, logged once with its traceback under the plugin id.
+(no I/O), and the fast twin of a waiting one when it can answer at once, run right here;
+the others run as tasks in the session's task group, counted against ``max_in_flight``
+and holding their line's bytes in ``max_total_request_bytes``. The fault boundary of a
+request is :meth:`Dispatcher._error`: a :class:`~hostd.errors.WireError` is answered as
+itself, anything else as ``-32603`` ``internal error in <method>``, logged once with its
+traceback under the plugin id.
 
 Batches follow JSON-RPC 2.0 with ``limits.max_batch``; each element counts against
 ``max_in_flight`` in order, and the answer array is written when the last element ends.
@@ -40,13 +42,14 @@ from hostd.rpc.messages import (
     ParamsDecoder,
     PeerAnswer,
     RequestId,
+    cancel_target,
     decode_envelope,
     decode_long,
     encode_error,
     encode_result,
     raw_list_decoder,
 )
-from hostd.rpc.methods import CallContext, Held, Method
+from hostd.rpc.methods import NOT_READY, CallContext, Held, Method
 from hostd.rpc.peer_calls import CANCEL_METHOD
 
 if TYPE_CHECKING:
@@ -54,13 +57,6 @@ if TYPE_CHECKING:
 
 Reply = Callable[[bytes], None]
 LOG_TRACE = 5  # hostd.logs' numeric level of trace
-
-
-class _Cancel(msgspec.Struct):
-    id: int | float | str
-
-
-_cancel_decoder = msgspec.json.Decoder(_Cancel)
 
 
 class Dispatcher:
@@ -250,18 +246,21 @@ class Dispatcher:
         except Exception as e:  # a decoder or scope bug: this request alone fails
             self._fail(answer, batch, rid, self._internal(method_name, e))
             return
-        if method.inline:
+        now = method.now  # an inline handler, or the fast twin of one that may wait
+        if now is not None:
             try:
                 if FAULTS_ON:
                     inject(f"handler:{method_name}")
-                out = encode_result(rid, method.fn(ctx, params))
+                result = now(ctx, params)
+                out = None if result is NOT_READY else encode_result(rid, result)
             except Exception as e:
                 out = encode_error(rid, self._error(method_name, e))
-            if answer is not None:
-                answer(out)
-            if batch is not None:
-                batch.done_one()
-            return
+            if out is not None:
+                if answer is not None:
+                    answer(out)
+                if batch is not None:
+                    batch.done_one()
+                return
         refusal = self._admit(size)
         if refusal is not None:
             if answer is None:
@@ -388,11 +387,8 @@ class Dispatcher:
             )
 
     def _cancel(self, raw: msgspec.Raw) -> None:
-        try:
-            target = _cancel_decoder.decode(bytes(raw) or b"{}").id
-        except (msgspec.DecodeError, RecursionError):
-            return
-        task = self._calls.get(target)
+        target = cancel_target(raw)
+        task = None if target is None else self._calls.get(target)
         if task is not None and not task.done() and task not in self._cancel_requested:
             self._cancel_requested.add(task)
             # Deferred by one loop turn: a task cancelled before its first step never runs

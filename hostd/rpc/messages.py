@@ -126,6 +126,21 @@ def decode_long(line: bytes, decoders: Callable[[str], ParamsDecoder | None]) ->
     return env if env.method == name else None
 
 
+class _Cancel(msgspec.Struct):
+    id: int | float | str
+
+
+_cancel_decoder = msgspec.json.Decoder(_Cancel)
+
+
+def cancel_target(params: msgspec.Raw) -> RequestId | None:
+    """The id a ``$/cancelRequest`` names, or None when its params name none."""
+    try:
+        return _cancel_decoder.decode(bytes(params) or b"{}").id
+    except (msgspec.DecodeError, RecursionError):
+        return None
+
+
 class _Empty(msgspec.Struct):
     pass
 

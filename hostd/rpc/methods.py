@@ -6,7 +6,9 @@ result object of PROTOCOL.md or raise a :class:`hostd.errors.HostError`.
 
 ``inline`` handlers are plain functions run directly by the session's reader (cheap,
 no I/O: ``host.log``, ``*.stream_close``); the others are coroutines run as tasks in
-the session's task group.
+the session's task group. A coroutine handler may have a ``fast`` twin, a plain function
+tried first that answers at once when it can (a ``stream_read`` whose piece is already
+buffered) and returns :data:`NOT_READY` when the call must wait.
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ if TYPE_CHECKING:
     from hostd.services import Services
 
 P = TypeVar("P")
+
+
+class _NotReady:
+    """What a ``fast`` function returns when only the coroutine handler can answer."""
+
+
+NOT_READY = _NotReady()
 
 
 @dataclass(slots=True)
@@ -59,14 +68,16 @@ class Method(Generic[P]):
     fn: Callable[[CallContext, P], Any] | Callable[[CallContext, P], Awaitable[Any]]
     inline: bool = False
     counts: bool = True  # counts against max_in_flight ($/cancelRequest does not)
+    now: Callable[[CallContext, P], Any] | None = None  # run inline: the handler, or its fast twin
 
 
 def host_method(
-    name: str, params: type[P], what: str, *, inline: bool = False
+    name: str, params: type[P], what: str, *, inline: bool = False, fast: Callable[[CallContext, P], Any] | None = None
 ) -> Callable[[Callable[[CallContext, P], Any]], Method[P]]:
     """Declare a method: ``what`` is the label of its decode errors (``decode <what> request``)."""
 
     def wrap(fn: Callable[[CallContext, P], Any]) -> Method[P]:
-        return Method(name=name, decoder=ParamsDecoder(params, what), fn=fn, inline=inline)
+        now = fn if inline else fast
+        return Method(name=name, decoder=ParamsDecoder(params, what), fn=fn, inline=inline, now=now)
 
     return wrap
