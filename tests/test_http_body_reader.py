@@ -36,7 +36,7 @@ from hostd.upstream._net import (
     take_over,
 )
 from hostd.upstream.http_client import describe
-from tests.support.helpers import read_to_end
+from tests.support.helpers import b64, read_to_end
 from tests.support.hostd_proc import HostdProcess
 
 pytestmark = pytest.mark.anyio
@@ -392,3 +392,22 @@ async def test_stream_close_mid_body_hangs_up_on_the_upstream(hostd: HostdProces
         assert (await c.call("host.http.stream_read", {"stream_id": sid}, timeout=5))["payload"]
         assert await c.call("host.http.stream_close", {"stream_id": sid}, timeout=5) == {}
         await asyncio.wait_for(up.hung_up.wait(), 5)
+
+
+async def test_closing_a_finished_stream_leaves_a_newer_connection_alone(hostd: HostdProcess) -> None:
+    """A taken connection closed at its body's end frees its descriptor, which the next
+    connection may get: a late ``stream_close`` of the finished stream must not cut that one."""
+    async with (
+        RawUpstream(head("Transfer-Encoding: chunked"), [chunk(b"done"), b"0\r\n\r\n"], end="hold") as first,
+        RawUpstream(head("Transfer-Encoding: chunked") + chunk(b"first"), [b"0\r\n\r\n"], end="hold") as second,
+        await hostd.connect() as c,
+    ):
+        a = (await c.call("host.http.do_stream", {"url": first.url}, timeout=5))["stream_id"]
+        await first.release()
+        assert await c.call("host.http.stream_read", {"stream_id": a}, timeout=5) == {"payload": b64(b"done")}
+        await asyncio.wait_for(first.hung_up.wait(), 5)  # hostd closed A's connection at its end
+        b = (await c.call("host.http.do_stream", {"url": second.url}, timeout=5))["stream_id"]
+        assert await c.call("host.http.stream_close", {"stream_id": a}, timeout=5) == {}
+        assert await c.call("host.http.stream_read", {"stream_id": b}, timeout=5) == {"payload": b64(b"first")}
+        await second.release()
+        assert await c.call("host.http.stream_read", {"stream_id": b}, timeout=5) == {"done": True}
