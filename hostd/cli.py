@@ -2,41 +2,79 @@
 
 Parses arguments into config overrides and hands them to :mod:`hostd.server`. Exit codes:
 0 after a clean shutdown, 1 when hostd cannot start, 2 on a usage or configuration error.
+
+Start-up is paid once per plugin (the proxy runs one hostd each), so the daemon commands
+(``serve``, ``run``, ``bridge``) parse plainly valid arguments without argparse
+(:func:`parse_quick`: argparse, the help formatter's ``shutil`` and a parser cost ~8 ms and
+~0.9 MiB per process) and import the daemon only once the command is known. Anything else
+(help, an abbreviated flag, any error) goes to argparse, which builds only the chosen
+subcommand's parser, so every message is argparse's own.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
+import gc
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from hostd import __version__
-from hostd.config import Config, ConfigError, ConfigSources
-from hostd.eventloop import run_daemon
-from hostd.logs import Logger, configure_from
-from hostd.server import ChildSupervisor, Daemon, StartupError, raise_nofile_limit
-from hostd.systemd import ActivationError
+
+if TYPE_CHECKING:
+    import argparse
+
+    from hostd.config import Config, ConfigSources
+    from hostd.logs import Logger
+    from hostd.server import ChildSupervisor
+
+Args: TypeAlias = "argparse.Namespace | SimpleNamespace"
 
 
-def _serve_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--listen", help="stdio (default) or unix:PATH")
-    p.add_argument("--control", help="control endpoint, unix:PATH")
-    p.add_argument("--socket-mode", help="octal mode of the plugin socket (default 0600)")
-    p.add_argument("--auth-dir", help="the proxy's auth directory ('' turns host.auth.* off)")
-    p.add_argument("--model-base-url", help="the proxy's HTTP API ('' turns host.model.* off)")
-    p.add_argument("--config", help="TOML config file (default $HOSTD_CONFIG)")
-    p.add_argument("--log-level", help="trace, debug, info, warn or error")
-    p.add_argument("--log-format", choices=("auto", "json", "text"), help="default: text on a terminal, else JSON")
-    p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), help="event loop (default auto)")
-    p.add_argument("--max-line-bytes", type=int)
-    p.add_argument("--max-in-flight", type=int)
-    p.add_argument("--max-streams", type=int)
-    p.add_argument("--stream-idle-timeout", type=float, help="seconds")
-    p.add_argument("--http-timeout", type=float, help="seconds, total for host.http.do")
-    p.add_argument("--shutdown-grace", type=float, help="seconds")
+class _Option(NamedTuple):
+    """One ``--flag VALUE`` option: argparse's ``add_argument`` keywords, and what :func:`parse_quick` checks."""
+
+    flag: str
+    help: str | None = None
+    type: Callable[[str], Any] | None = None
+    choices: tuple[str, ...] | None = None
+    default: str | None = None
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+    def argparse_entry(self) -> tuple[str, dict[str, Any]]:
+        """(flag, ``add_argument`` keywords) for :mod:`hostd.cli_parser`."""
+        return self.flag, {k: v for k, v in self._asdict().items() if k != "flag" and v is not None}
+
+
+SERVE_OPTIONS = (
+    _Option("--listen", "stdio (default) or unix:PATH"),
+    _Option("--control", "control endpoint, unix:PATH"),
+    _Option("--socket-mode", "octal mode of the plugin socket (default 0600)"),
+    _Option("--auth-dir", "the proxy's auth directory ('' turns host.auth.* off)"),
+    _Option("--model-base-url", "the proxy's HTTP API ('' turns host.model.* off)"),
+    _Option("--config", "TOML config file (default $HOSTD_CONFIG)"),
+    _Option("--log-level", "trace, debug, info, warn or error"),
+    _Option("--log-format", "default: text on a terminal, else JSON", choices=("auto", "json", "text")),
+    _Option("--loop", "event loop (default auto)", choices=("auto", "asyncio", "uvloop")),
+    _Option("--max-line-bytes", type=int),
+    _Option("--max-in-flight", type=int),
+    _Option("--max-streams", type=int),
+    _Option("--stream-idle-timeout", "seconds", type=float),
+    _Option("--http-timeout", "seconds, total for host.http.do", type=float),
+    _Option("--shutdown-grace", "seconds", type=float),
+)
+RUN_OPTIONS = (
+    _Option("--name", "the plugin's name (its plugin id)"),
+    _Option("--native", "run a native plugin library (.so) in a worker process", metavar="PATH"),
+    _Option("--restart", "restart a dead native worker", choices=("yes", "no"), default="yes"),
+)
+# The commands parse_quick knows, with their options; "run" also takes "-- CMD [ARGS...]".
+QUICK_COMMANDS = {"serve": SERVE_OPTIONS, "run": SERVE_OPTIONS + RUN_OPTIONS, "bridge": SERVE_OPTIONS}
 
 
 _FLAG_KEYS = {
@@ -58,47 +96,73 @@ _FLAG_KEYS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hostd", description="CLIProxyAPI host API for out-of-process plugins")
-    parser.add_argument("--version", action="version", version=f"hostd {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="serve plugins on stdio or a Unix socket")
-    _serve_options(serve)
-    run = sub.add_parser("run", help="spawn one plugin and serve it on its stdio")
-    _serve_options(run)
-    run.add_argument("--name", help="the plugin's name (its plugin id)")
-    run.add_argument("--native", metavar="PATH", help="run a native plugin library (.so) in a worker process")
-    run.add_argument("--restart", choices=("yes", "no"), default="yes", help="restart a dead native worker")
-    run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
-    call = sub.add_parser("call", help="call one method and print its result as JSON")
-    target = call.add_mutually_exclusive_group()
-    target.add_argument("--connect", help="plugin socket, unix:PATH (default $HOSTD_SOCKET)")
-    target.add_argument("--control", help="control socket, unix:PATH (default $HOSTD_CONTROL)")
-    call.add_argument("--timeout", type=float, default=None, help="seconds to wait for the answer")
-    call.add_argument("method")
-    call.add_argument("params", nargs="?", default=None, help="params as a JSON object")
-    invoke = sub.add_parser("invoke", help="invoke a method on a plugin (streams too) from the control socket")
-    invoke.add_argument("--control", help="control socket, unix:PATH (default $HOSTD_CONTROL)")
-    invoke.add_argument("--plugin", required=True, help="the plugin id to invoke")
-    invoke.add_argument("--stream", action="store_true", help="open an emit stream and print its chunks")
-    invoke.add_argument("--timeout", type=float, default=None, help="seconds for the answer and for each chunk")
-    invoke.add_argument("method")
-    invoke.add_argument("params", nargs="?", default=None, help="params as a JSON object")
-    status = sub.add_parser("status", help="show sessions and streams")
-    status.add_argument("--control", help="control socket, unix:PATH (default $HOSTD_CONTROL)")
-    status.add_argument("--json", action="store_true", help="print the raw JSON (same as --format json)")
-    status.add_argument("--format", choices=("table", "json", "prometheus"), default=None, help="output format")
-    bridge = sub.add_parser("bridge", help="started by hostd-bridge.so inside the proxy (its stdio is the bridge)")
-    _serve_options(bridge)
-    config = sub.add_parser("config", help="configuration tools")
-    config_sub = config.add_subparsers(dest="config_command", required=True)
-    check = config_sub.add_parser("check", help="validate the effective configuration and print it")
-    _serve_options(check)
-    return parser
+def parse_quick(argv: Sequence[str]) -> SimpleNamespace | None:
+    """``serve``, ``run`` and ``bridge`` arguments as argparse would parse them, without argparse,
+    when each is plainly valid: a flag of the command spelled in full (``--flag VALUE`` or
+    ``--flag=VALUE``) with a value that does not start with ``-``, converts and is among the
+    choices; for ``run``, then ``-- CMD [ARGS...]``. Anything else returns None, for argparse
+    to parse or to explain (help, abbreviations, errors). tests/test_cli_parse.py holds it
+    to argparse's result."""
+    if not argv or argv[0] not in QUICK_COMMANDS:
+        return None
+    command = argv[0]
+    options = {o.flag: o for o in QUICK_COMMANDS[command]}
+    values: dict[str, Any] = {o.dest: o.default for o in options.values()}
+    values["command"] = command
+    if command == "run":
+        values["cmd"] = []
+    i = 1
+    while i < len(argv):
+        token = argv[i]
+        if command == "run" and token == "--":
+            values["cmd"] = list(argv[i:])  # argparse keeps the "--" of a REMAINDER; cmd_run drops it
+            break
+        flag, eq, value = token.partition("=")
+        option = options.get(flag)
+        if option is None:
+            return None
+        if not eq:
+            i += 1
+            if i == len(argv):
+                return None
+            value = argv[i]
+        if value.startswith("-"):
+            return None
+        if option.type is not None:
+            try:
+                value = option.type(value)
+            except (TypeError, ValueError):
+                return None
+        if option.choices is not None and value not in option.choices:
+            return None
+        values[option.dest] = value
+        i += 1
+    return SimpleNamespace(**values)
 
 
-def sources_from_args(args: argparse.Namespace) -> ConfigSources:
+def parse_args(argv: Sequence[str]) -> Args:
+    """The command line as a namespace: :func:`parse_quick`'s, else argparse's (which exits 2
+    with its message on an error, 0 after ``--help``)."""
+    quick = parse_quick(argv)
+    if quick is not None:
+        return quick
+    command = next((a for a in argv if not a.startswith("-")), None)
+    return build_parser(only=command).parse_args(argv)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """hostd's argparse parser (:mod:`hostd.cli_parser`): every subcommand listed, all of them
+    with their arguments, or only ``only``."""
+    from hostd.cli_parser import build_parser as build
+
+    serve = [o.argparse_entry() for o in SERVE_OPTIONS]
+    return build(__version__, serve, serve + [o.argparse_entry() for o in RUN_OPTIONS], only)
+
+
+def sources_from_args(args: Args) -> ConfigSources:
     """Where the configuration comes from: ``--config`` (or ``$HOSTD_CONFIG``), env, flags."""
+    from hostd.config import ConfigSources
+
     overrides: dict[str, Any] = {}
     flag_names: dict[str, str] = {}
     for attr, key in _FLAG_KEYS.items():
@@ -109,12 +173,17 @@ def sources_from_args(args: argparse.Namespace) -> ConfigSources:
     return ConfigSources(getattr(args, "config", None), overrides, None, flag_names)
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
+def config_from_args(args: Args) -> Config:
     return sources_from_args(args).load()
 
 
-def _serve(args: argparse.Namespace, child: Callable[[Config, Logger], ChildSupervisor] | None = None) -> int:
+def _serve(args: Args, child: Callable[[Config, Logger], ChildSupervisor] | None = None) -> int:
     """Run the daemon (with ``hostd run``'s child supervisor inside it); returns the exit code."""
+    from hostd.eventloop import run_daemon
+    from hostd.logs import configure_from
+    from hostd.server import Daemon, StartupError, raise_nofile_limit
+    from hostd.systemd import ActivationError
+
     config = config_from_args(args)
     logger = configure_from(config)
     raise_nofile_limit()
@@ -140,11 +209,11 @@ def _serve(args: argparse.Namespace, child: Callable[[Config, Logger], ChildSupe
         logger.flush()
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: Args) -> int:
     return _serve(args)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: Args) -> int:
     from hostd.runner import PluginRunner
 
     if args.native:
@@ -175,13 +244,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _serve(args, lambda config, logger: PluginRunner(config, logger, cmd))
 
 
-def cmd_bridge(args: argparse.Namespace) -> int:
+def cmd_bridge(args: Args) -> int:
     from hostd.bridge.host import BridgeHost
+    from hostd.config import ConfigError
 
     def options(extra: list[str]) -> Config:
         """The ``args`` of the plugin's hostd block, read as ``hostd run`` options."""
         try:
-            parsed = build_parser().parse_args(["run", *extra])
+            parsed = parse_args(["run", *extra])
         except SystemExit:
             raise ConfigError(f"invalid args {' '.join(extra)!r}") from None
         return config_from_args(parsed)
@@ -189,7 +259,9 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     return _serve(args, lambda config, logger: BridgeHost(config, logger, options))
 
 
-def cmd_call(args: argparse.Namespace) -> int:
+def cmd_call(args: Args) -> int:
+    import asyncio
+
     import orjson
 
     from hostd.client import Client, ConnectionClosed, RpcError
@@ -232,27 +304,27 @@ def cmd_call(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(args: Args) -> int:
     from hostd.status_cli import show_status
 
     fmt = args.format or ("json" if args.json else "table")
     return int(show_status(args.control or os.environ.get("HOSTD_CONTROL", ""), fmt=fmt))
 
 
-def cmd_config(args: argparse.Namespace) -> int:
+def cmd_config(args: Args) -> int:
     from hostd.config_check import check
 
     return check(sources_from_args(args))
 
 
-def cmd_invoke(args: argparse.Namespace) -> int:
+def cmd_invoke(args: Args) -> int:
     from hostd.invoke_cli import invoke
 
     address = args.control or os.environ.get("HOSTD_CONTROL", "")
     return invoke(address, args.plugin, args.method, args.params, stream=args.stream, timeout=args.timeout)
 
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[[Args], int]] = {
     "serve": cmd_serve,
     "run": cmd_run,
     "bridge": cmd_bridge,
@@ -264,12 +336,24 @@ COMMANDS["config"] = cmd_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    collecting = gc.isenabled()
     try:
-        return COMMANDS[args.command](args)
-    except ConfigError as e:
-        print(f"hostd: {e}", file=sys.stderr)
-        return 2
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        from hostd.config import ConfigError
+
+        # No cyclic GC from here to the loop: what the daemon's imports allocate lives on, so
+        # the collections it would trigger (~3% of a start) find next to nothing; run_daemon
+        # turns it back on with those objects frozen (eventloop.tune_gc), other commands on
+        # return. Not earlier: the garbage of the first imports (datetime's pure-Python
+        # classes, through msgspec) would be frozen with them, ~0.25 MiB.
+        gc.disable()
+        try:
+            return COMMANDS[args.command](args)
+        except ConfigError as e:
+            print(f"hostd: {e}", file=sys.stderr)
+            return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        if collecting:
+            gc.enable()

@@ -7,8 +7,7 @@ This module only compares; it never applies anything, never logs, and never name
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -33,8 +32,7 @@ def applies_live(key: str) -> bool:
     return any(key.startswith(p) if p.endswith(".") else key == p for p in LIVE_KEYS)
 
 
-@dataclass(frozen=True)
-class ReloadPlan:
+class ReloadPlan(NamedTuple):  # not a frozen dataclass: ~1 ms of every start to build
     """What changed between two configurations: ``live`` keys the daemon applies now,
     ``restart`` keys that keep their old value until the next start."""
 

@@ -4,9 +4,11 @@ error types that name a problem by its key path.
 Every other config module builds or compares these structs; this one only declares them.
 It must never read files or the environment, never log, and never import another hostd
 module (everything about configuration depends on it, so it depends on nothing).
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: msgspec would evaluate every field's
+annotation from its string (``typing`` forward references, compiled one by one) when it
+first builds the Config decoder, ~1% of a start.
+"""
 
 import os
 from collections.abc import Sequence
@@ -132,7 +134,7 @@ class ConfigError(Exception):
         self.problems = list(problems)
 
     @classmethod
-    def from_problems(cls, problems: Sequence[Problem]) -> ConfigError:
+    def from_problems(cls, problems: Sequence[Problem]) -> "ConfigError":
         if len(problems) == 1:
             return cls(f"invalid config: {problems[0]}", problems)
         lines = "".join(f"\n  {p}" for p in problems)

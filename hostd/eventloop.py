@@ -26,9 +26,11 @@ def tune_gc() -> None:
     """Make cyclic GC pauses rare: a daemon holding 10,000 streams has a million live objects,
     and the default thresholds (a collection every 700 allocations, a full one every time the
     old generation grows by a quarter) spent seconds scanning them while those streams closed.
-    Objects alive at start are frozen out of collection altogether."""
+    Objects alive at start are frozen out of collection altogether, and collection turned
+    (back) on: ``hostd.cli.main`` starts with it off."""
     gc.freeze()  # no collect first: ~5 ms of start-up for the little garbage there is
     gc.set_threshold(50_000, 20, 100)
+    gc.enable()
 
 
 def run_daemon(config: Config, main: Callable[[], Awaitable[int]]) -> int:
