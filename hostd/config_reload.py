@@ -7,7 +7,7 @@ This module only compares; it never applies anything, never logs, and never name
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 
@@ -32,12 +32,19 @@ def applies_live(key: str) -> bool:
     return any(key.startswith(p) if p.endswith(".") else key == p for p in LIVE_KEYS)
 
 
-class ReloadPlan(NamedTuple):  # not a frozen dataclass: ~1 ms of every start to build
+class ReloadPlan:
     """What changed between two configurations: ``live`` keys the daemon applies now,
-    ``restart`` keys that keep their old value until the next start."""
+    ``restart`` keys that keep their old value until the next start. (A plain class: a
+    frozen dataclass or a NamedTuple compiles code at every start, ~1 ms.)"""
 
-    live: tuple[str, ...]
-    restart: tuple[str, ...]
+    __slots__ = ("live", "restart")
+
+    def __init__(self, live: tuple[str, ...], restart: tuple[str, ...]) -> None:
+        self.live = live
+        self.restart = restart
+
+    def __repr__(self) -> str:
+        return f"ReloadPlan(live={self.live!r}, restart={self.restart!r})"
 
     @property
     def changed(self) -> bool:

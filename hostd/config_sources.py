@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 from hostd.config_schema import DEFAULT_API_KEY_ENV, Config, ConfigError, Problem
 from hostd.config_validate import build_config
@@ -19,22 +18,33 @@ from hostd.config_validate import build_config
 ENV_KEYS = {"HOSTD_LOG_LEVEL": "log_level", "HOSTD_LOOP": "loop"}
 
 
-_NONE: Mapping[str, Any] = MappingProxyType({})
-
-
-class ConfigSources(NamedTuple):  # not a dataclass: a frozen one costs ~1 ms of every start to build
+class ConfigSources:
     """Where a configuration comes from; :meth:`load` builds it, at start and on every reload.
 
     ``path`` is the ``--config`` file (None: ``$HOSTD_CONFIG``, or no file); ``overrides``
     maps dotted keys (``limits.max_in_flight``) to flag values; ``environ`` is read at each
     load (None: the process environment). An environment variable overrides the file only
-    when it is set and non-empty; flags override both.
+    when it is set and non-empty; flags override both. ``flag_names`` maps a dotted key to
+    its ``--flag``, for messages. (A plain class: a frozen dataclass or a NamedTuple compiles
+    code at every start, ~1 ms.)
     """
 
-    path: str | None = None
-    overrides: Mapping[str, Any] = _NONE
-    environ: Mapping[str, str] | None = None
-    flag_names: Mapping[str, str] = _NONE  # dotted key -> "--flag", for messages
+    __slots__ = ("environ", "flag_names", "overrides", "path")
+
+    def __init__(
+        self,
+        path: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+        flag_names: Mapping[str, str] | None = None,
+    ) -> None:
+        self.path = path
+        self.overrides: Mapping[str, Any] = overrides or {}
+        self.environ = environ
+        self.flag_names: Mapping[str, str] = flag_names or {}
+
+    def __repr__(self) -> str:
+        return f"ConfigSources(path={self.path!r}, overrides={sorted(self.overrides)!r})"  # keys: values may be secrets
 
     @property
     def env(self) -> Mapping[str, str]:
