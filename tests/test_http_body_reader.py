@@ -64,6 +64,7 @@ class RawUpstream:
         self.hung_up = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.connections = 0  # accepted so far
         self.url = ""
 
     async def __aenter__(self) -> RawUpstream:
@@ -86,6 +87,7 @@ class RawUpstream:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self.connections += 1
         try:
             await self._answer(reader, writer)
         except (asyncio.CancelledError, ConnectionError, ssl.SSLError):
@@ -395,10 +397,12 @@ async def test_stream_close_mid_body_hangs_up_on_the_upstream(hostd: HostdProces
 
 
 async def test_closing_a_finished_stream_leaves_a_newer_connection_alone(hostd: HostdProcess) -> None:
-    """A taken connection closed at its body's end frees its descriptor, which the next
-    connection may get: a late ``stream_close`` of the finished stream must not cut that one."""
+    """A taken connection closed at its body's end (``Connection: close``) frees its descriptor,
+    which the next connection may get: a late ``stream_close`` of the finished stream must not
+    cut that one."""
+    framing = head("Transfer-Encoding: chunked", "Connection: close")
     async with (
-        RawUpstream(head("Transfer-Encoding: chunked"), [chunk(b"done"), b"0\r\n\r\n"], end="hold") as first,
+        RawUpstream(framing, [chunk(b"done"), b"0\r\n\r\n"], end="hold") as first,
         RawUpstream(head("Transfer-Encoding: chunked") + chunk(b"first"), [b"0\r\n\r\n"], end="hold") as second,
         await hostd.connect() as c,
     ):
@@ -411,3 +415,32 @@ async def test_closing_a_finished_stream_leaves_a_newer_connection_alone(hostd: 
         assert await c.call("host.http.stream_read", {"stream_id": b}, timeout=5) == {"payload": b64(b"first")}
         await second.release()
         assert await c.call("host.http.stream_read", {"stream_id": b}, timeout=5) == {"done": True}
+
+
+async def test_a_body_read_to_its_end_gives_its_connection_back_and_a_late_close_leaves_it(
+    hostd: HostdProcess,
+) -> None:
+    """As httpx would have: the next stream to the same server reuses the connection, and
+    closing the finished stream afterwards does not cut the one now reusing it."""
+    async with (
+        RawUpstream(head("Transfer-Encoding: chunked"), [chunk(b"done") + b"0\r\n\r\n"], end="hold") as up,
+        await hostd.connect() as c,
+    ):
+        a = (await c.call("host.http.do_stream", {"url": up.url}, timeout=5))["stream_id"]
+        await up.release()
+        # A's producer read the whole body (and gave the connection back) before this answer.
+        assert await c.call("host.http.stream_read", {"stream_id": a}, timeout=5) == {"payload": b64(b"done")}
+        await c.call("host.log", timeout=5)
+        b = (await c.call("host.http.do_stream", {"url": up.url}, timeout=5))["stream_id"]
+        assert up.connections == 1  # B's request went over A's connection
+        assert await c.call("host.http.stream_close", {"stream_id": a}, timeout=5) == {}
+        await up.release()
+        assert await c.call("host.http.stream_read", {"stream_id": b}, timeout=5) == {"payload": b64(b"done")}
+        assert await c.call("host.http.stream_read", {"stream_id": b}, timeout=5) == {"done": True}
+
+
+async def test_a_body_with_bytes_after_it_closes_its_connection(client: httpx.AsyncClient) -> None:
+    async with RawUpstream(head("Content-Length: 5"), [b"hello, and more"], end="hold") as up:
+        # (httpx's own reader would pool it with the extra bytes waiting: not compared here)
+        assert await via_h1body(client, up, False) == ([b"hello"], "")
+        await asyncio.wait_for(up.hung_up.wait(), 5)  # the taken connection was not pooled

@@ -127,6 +127,11 @@ class AsyncioStream(httpcore.AsyncNetworkStream, asyncio.Protocol):
             raise httpcore.ReadError(str(self._error) or type(self._error).__name__)
         return b""
 
+    def idle(self) -> bool:
+        """Open, with nothing received that was not read: fit to carry another request."""
+        transport = self._transport
+        return not (self._chunks or self._eof or transport is None or transport.is_closing())
+
     def readable(self) -> asyncio.Future[None]:
         """A future that is done once data or the end arrives: awaited as it is, so a
         suspended read costs no frame of its own (hostd's body reader, ``h1body.py``)."""

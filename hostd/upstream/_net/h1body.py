@@ -13,8 +13,9 @@ pooled again), and reads the body itself, framed as h11 decided from the headers
 - chunked (with trailers): h11's own chunk reader over a receive buffer of its own;
 - until the connection closes (an HTTP/1.0-style body).
 
-A body that arrived whole with its headers is left to httpx, which puts its connection back
-in the pool; a connection taken over is closed at the body's end, never reused.
+A body that arrived whole with its headers is left to httpx. A taken connection whose body
+ended with nothing after it goes back to its pool (``transport.give_back``), as httpcore
+would have put it; any other is closed.
 
 The network reads (64 KiB at most), the pieces (at most 32 KiB, gzip decoded through
 :class:`Gunzip` when hostd asked for it) and every error text are those of the httpx path
@@ -23,7 +24,7 @@ The network reads (64 KiB at most), the pieces (at most 32 KiB, gzip decoded thr
 
 Fault containment: a malformed or truncated body raises the network stack's exceptions
 (``httpcore.RemoteProtocolError``, ``httpcore.ReadError``) to the stream's producer, which
-ends that stream with their text; the connection is closed or dropped, never reused.
+ends that stream with their text; its connection is closed or dropped, not pooled again.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from h11._receivebuffer import ReceiveBuffer
 from hostd.streams import PIECE_BYTES, PieceBuffer
 from hostd.upstream._net.backend import AsyncioStream
 from hostd.upstream._net.body import Gunzip, settle_close
+from hostd.upstream._net.transport import _Body, give_back
 
 READ_BYTES = 64 * 1024  # httpcore's READ_NUM_BYTES: the same reads, hence the same pieces
 MAX_INCOMPLETE = 100 * 1024  # httpcore's MAX_INCOMPLETE_EVENT_SIZE for h11
@@ -66,10 +68,28 @@ _DETACHED = _Detached()
 class H1Body:
     """One response body read straight from its connection (see the module docstring)."""
 
-    __slots__ = ("_buf", "_closing", "_gunzip", "_head", "_length", "_mode", "_net", "_reader", "_remaining")
+    __slots__ = (
+        "_buf",
+        "_closing",
+        "_ended",
+        "_gunzip",
+        "_head",
+        "_home",
+        "_kept",
+        "_length",
+        "_mode",
+        "_net",
+        "_reader",
+        "_remaining",
+    )
 
     def __init__(self, net: AsyncioStream, mode: int, length: int, head: bytes, gunzip: bool) -> None:
         self._net = net
+        # (pool, origin, keep-alive expiry): where the connection goes back once the body has
+        # ended with nothing after it, as httpcore would have put it; None: closed at the end.
+        self._home: tuple[Any, Any, float | None] | None = None
+        self._ended = False  # read to its end
+        self._kept = False  # back in the pool: no longer this stream's to drop
         self._mode = mode
         self._length = length
         self._remaining = length
@@ -81,12 +101,20 @@ class H1Body:
         self._closing: tuple[Coroutine[Any, Any, None], Any] | None = None
 
     def abort(self) -> None:
-        """Drop the connection now (the stream table's close, from synchronous code)."""
-        self._net.abort()
+        """Drop the connection now (the stream table's close, from synchronous code), unless
+        it is back in the pool, where it may be carrying another stream's request."""
+        if not self._kept:
+            self._net.abort()
 
     def close(self) -> None:
-        """Close the connection in an orderly way (the body is over, or failed)."""
-        self._net.close()
+        """The body is over, or failed: its connection back to the pool when it can carry
+        another request, else closed."""
+        home, self._home = self._home, None
+        net = self._net
+        if home is not None and self._ended and net.idle() and not self._buf and give_back(*home, net):
+            self._kept = True
+            return
+        net.close()
 
     async def pump(self, buffer: PieceBuffer[bytes]) -> None:
         """Put the body into ``buffer`` in pieces; returns at its end, raises on a failure."""
@@ -116,6 +144,7 @@ class H1Body:
             else:
                 if mode == CONTENT_LENGTH:
                     if len(data) > self._remaining:
+                        self._home = None  # bytes past the body: the connection is not reusable
                         data = data[: self._remaining]
                     self._remaining -= len(data)
                 if self._gunzip is None and len(data) <= PIECE_BYTES:
@@ -125,6 +154,7 @@ class H1Body:
             data = b""
         if self._gunzip is not None:
             self._gunzip.finish()
+        self._ended = True
 
     async def _put(self, data: bytes, buffer: PieceBuffer[bytes]) -> None:
         if self._gunzip is not None:
@@ -165,18 +195,22 @@ class H1Body:
                 await self._put(piece, buffer)
 
 
-def _http11_stream(response: httpx.Response) -> Any:
-    """httpcore's HTTP/1.1 body stream under httpx's and hostd's wrappers, or ``None``."""
+def _http11_stream(response: httpx.Response) -> tuple[Any, Any]:
+    """httpcore's HTTP/1.1 body stream under httpx's and hostd's wrappers, or ``None``, and
+    the pool of the shard it came from."""
     from httpcore._async.http11 import HTTP11ConnectionByteStream
 
     stream: Any = response.stream
+    pool = None
     for _ in range(_SEARCH_DEPTH):
         if isinstance(stream, HTTP11ConnectionByteStream):
-            return stream
+            return stream, pool
+        if isinstance(stream, _Body) and stream._shard is not None:
+            pool = stream._shard.pool
         stream = getattr(stream, "_stream", None) or getattr(stream, "_inner", None)
         if stream is None:
-            return None
-    return None
+            break
+    return None, None
 
 
 def take_over(response: httpx.Response, gunzip: bool) -> H1Body | None:
@@ -188,7 +222,7 @@ def take_over(response: httpx.Response, gunzip: bool) -> H1Body | None:
     stream: AsyncioStream = net
     if response.extensions.get("http_version") not in (b"HTTP/1.1", b"HTTP/1.0"):
         return None
-    inner = _http11_stream(response)
+    inner, pool = _http11_stream(response)
     connection = getattr(inner, "_connection", None)
     if connection is None or getattr(connection, "_network_stream", None) is not net:
         return None
@@ -217,6 +251,8 @@ def take_over(response: httpx.Response, gunzip: bool) -> H1Body | None:
         return None  # httpx reads it at once, and pools the connection again
     connection._network_stream = _DETACHED
     body = H1Body(stream, mode, length, head, gunzip)
+    if mode != UNTIL_CLOSE and state._cstate.keep_alive and pool is not None:
+        body._home = (pool, connection._origin, connection._keepalive_expiry)
     body._closing = _close_inline(response)
     return body
 

@@ -19,6 +19,7 @@ bare (no context manager per piece).
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -143,3 +144,29 @@ class PooledTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         for shard in self._shards:
             await shard.pool.aclose()
+
+
+def give_back(pool: Any, origin: Any, keepalive_expiry: float | None, stream: httpcore.AsyncNetworkStream) -> bool:
+    """Put ``stream``, an HTTP/1.1 connection whose last body hostd read itself (``h1body.py``),
+    back in ``pool`` as an idle keep-alive connection, as httpcore would have at the body's
+    end; False (the caller closes it) when ``pool`` is a proxy's or keeps enough idle ones."""
+    from httpcore._async.http11 import HTTPConnectionState
+
+    if type(pool) is not httpcore.AsyncConnectionPool:
+        return False  # a proxy's pool builds connections of other kinds
+    with pool._optional_thread_lock:
+        if sum(1 for c in pool._connections if c.is_idle()) >= pool._max_keepalive_connections:
+            return False
+        inner = httpcore.AsyncHTTP11Connection(origin, stream, keepalive_expiry)
+        inner._state = HTTPConnectionState.IDLE
+        if keepalive_expiry is not None:
+            inner._expire_at = time.monotonic() + keepalive_expiry
+        outer = httpcore.AsyncHTTPConnection(
+            origin,
+            ssl_context=pool._ssl_context,
+            keepalive_expiry=keepalive_expiry,
+            network_backend=pool._network_backend,
+        )
+        outer._connection = inner
+        pool._connections.append(outer)
+    return True
