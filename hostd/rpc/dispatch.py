@@ -246,8 +246,8 @@ class Dispatcher:
         except Exception as e:  # a decoder or scope bug: this request alone fails
             self._fail(answer, batch, rid, self._internal(method_name, e))
             return
-        now = method.now  # an inline handler, or the fast twin of one that may wait
-        if now is not None:
+        now = method.now  # an inline handler, or the fast twin of one that may wait (not while output is full)
+        if now is not None and (method.inline or not session.services.output_budget.full):
             try:
                 if FAULTS_ON:
                     inject(f"handler:{method_name}")
