@@ -6,8 +6,8 @@ and ten generator frames per suspended read: ~6 KiB of the ~18 KiB a held stream
 Once the response headers have arrived through httpx (the request, redirects, proxies, TLS
 and the egress checks all stay httpx's), :func:`take_over` takes the connection's socket
 (:class:`AsyncioStream`) out of httpcore, leaving a stand-in whose close does nothing,
-closes the response the ordinary way (httpcore then forgets the connection: it is never
-pooled again), and reads the body itself, framed as h11 decided from the headers:
+closes the response the ordinary way (httpcore then forgets the connection and its pool the
+request), and reads the body itself, framed as h11 decided from the headers:
 
 - ``Content-Length``: the delivered chunks as they came, the last one cut at the length;
 - chunked (with trailers): h11's own chunk reader over a receive buffer of its own;
