@@ -349,12 +349,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         from hostd.config import ConfigError
 
-        # No cyclic GC from here to the loop: what the daemon's imports allocate lives on, so
-        # the collections it would trigger (~3% of a start) find next to nothing; run_daemon
-        # turns it back on with those objects frozen (eventloop.tune_gc), other commands on
-        # return. Not earlier: the garbage of the first imports (datetime's pure-Python
-        # classes, through msgspec) would be frozen with them, ~0.25 MiB.
-        gc.disable()
+        # A daemon runs no cyclic GC from here to its loop: what its imports allocate lives
+        # on, so the collections they would trigger (~3% of a start) find next to nothing;
+        # run_daemon turns it back on with those objects frozen (eventloop.tune_gc). Not
+        # earlier: the garbage of the first imports (datetime's pure-Python classes, through
+        # msgspec) would be frozen with them, ~0.25 MiB. Other commands (an `invoke --stream`
+        # may run for hours) keep it.
+        if args.command in QUICK_COMMANDS:
+            gc.disable()
         try:
             return COMMANDS[args.command](args)
         except ConfigError as e:

@@ -8,7 +8,8 @@ import gc
 
 import pytest
 
-from hostd import cli
+from hostd import cli, config_check
+from hostd.config import ConfigSources
 
 VALID = [
     ["serve"],
@@ -78,8 +79,20 @@ def test_a_usage_error_exits_2_through_argparse(capsys: pytest.CaptureFixture[st
     assert "argument --loop: invalid choice: 'fast'" in capsys.readouterr().err
 
 
-def test_main_leaves_cyclic_gc_as_it_found_it(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_command_that_is_not_a_daemon_runs_with_cyclic_gc(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only a daemon's start goes without it (its loop turns it back on): ``hostd config
+    check`` here, like an ``invoke --stream`` that may run for hours, keeps it on."""
     assert gc.isenabled()
+    seen: list[bool] = []
+    real_check = config_check.check
+
+    def check(sources: ConfigSources) -> int:
+        seen.append(gc.isenabled())
+        return real_check(sources)
+
+    monkeypatch.setattr(config_check, "check", check)
     assert cli.main(["config", "check", "--loop", "asyncio"]) == 0
-    assert gc.isenabled()
+    assert seen == [True] and gc.isenabled()
     assert 'loop = "asyncio"' in capsys.readouterr().out
