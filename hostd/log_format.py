@@ -4,13 +4,15 @@ journald priority prefix.
 Encoding never raises: a value orjson refuses (an integer over 64 bits, nesting over 255,
 a key that is not a string) is written as text instead, and a line over its byte limit is
 cut, field by field, and marked ``"truncated": true``. This module never writes anything,
-never redacts (records arrive redacted) and never holds state between lines.
+never redacts (records arrive redacted) and holds no state between lines but the formatted
+timestamp of the current millisecond (:class:`Timestamps`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -23,6 +25,34 @@ MAX_KEY_CHARS = 256  # in a truncated line, longer field names are cut too
 
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 _SAFE_DEPTH = 200  # below orjson's 255
+
+
+class Timestamps:
+    """UTC with milliseconds, ``2026-11-25T12:00:00.123Z``, of a ``time.time()``: formatted once
+    per millisecond (a busy daemon writes many lines in one), the date and time once a second.
+
+    ``text`` is the millisecond ``[lo, hi)``'s, ``head`` the start of a JSON line in it,
+    ``{"ts":"…"``: a caller that finds ``lo <= now < hi`` uses them as they are, without a call."""
+
+    def __init__(self) -> None:
+        self.lo = self.hi = 0.0
+        self.text = ""
+        self.head = b""
+        self._second = -1
+        self._second_text = ""
+
+    def at(self, now: float) -> str:
+        if self.lo <= now < self.hi:
+            return self.text
+        milli = int(now * 1000)
+        second, rest = divmod(milli, 1000)
+        if second != self._second:
+            self._second = second
+            self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        self.lo, self.hi = milli / 1000, (milli + 1) / 1000
+        self.text = text = f"{self._second_text}.{rest:03d}Z"
+        self.head = b'{"ts":"' + text.encode() + b'"'
+        return text
 
 
 def dumps(value: Any) -> bytes:

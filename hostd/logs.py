@@ -26,13 +26,11 @@ value under a secret-looking key.
 
 from __future__ import annotations
 
-import collections
 import os
 import sys
 import threading
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -40,6 +38,7 @@ import orjson
 from hostd.log_format import (
     JOURNAL_PRIORITY,
     MAX_KEY_CHARS,
+    Timestamps,
     dumps,
     journal_stream_matches,
     sanitize,
@@ -64,7 +63,10 @@ if TYPE_CHECKING:
     from hostd.config import Config
 
 BATCH_DELAY_S = 0.005
-WRITE_LINES = 1024  # lines joined into one write
+WRITE_LINES = 4096  # lines joined into one write
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
+_dumps = orjson.dumps
+_time = time.time
 DEFAULT_MAX_LINE_BYTES = 64 * 1024
 DEFAULT_MAX_QUEUE_BYTES = 8 * 1024 * 1024
 
@@ -99,19 +101,18 @@ class Logger(LevelMethods):
         self._named: dict[str, int] = {}
         self._plugin: dict[str, int] = {}
         self._plugin_all: int | None = None
-        self._generation = 0
+        self.generation = 0  # changes with every level: a cached plugin_threshold() is stale then
         self.set_levels(levels or {})
-        self._queue: collections.deque[bytes] = collections.deque()
+        # Lines waiting for the writer. The caller only appends; the writer takes a batch with
+        # one slice and one ``del`` (each atomic under the GIL), not one pop per line.
+        self._queue: list[bytes] = []
         self._max_queued = max_queued
         self._queued_in = 0  # bytes queued, written by the caller's thread only
         self._queued_out = 0  # bytes taken by the writer, written by the writer thread only
         self._wake = threading.Event()
         self._idle = False  # the writer waits on _wake: the next line sets it (once, not per line)
         self._stopping = False
-        self._second = -1
-        self._second_text = ""
-        self._milli = -1
-        self._milli_text = ""
+        self._ts = Timestamps()
         self._thread = threading.Thread(target=self._drain, name="hostd-log", daemon=True)
         self._thread.start()
 
@@ -119,7 +120,7 @@ class Logger(LevelMethods):
 
     def set_level(self, level: str) -> None:
         self.threshold = parse_level(level)
-        self._generation += 1
+        self.generation += 1
 
     def set_format(self, fmt: str) -> None:
         """``json``, ``text``, or ``auto`` (text when the log fd is a terminal)."""
@@ -150,7 +151,7 @@ class Logger(LevelMethods):
             else:
                 named[name] = value
         self._named, self._plugin, self._plugin_all = named, plugin, plugin_all
-        self._generation += 1
+        self.generation += 1
 
     def apply_config(self, config: Config) -> None:
         """Take the logging part of a (re)loaded configuration: level, format, levels, bounds."""
@@ -189,27 +190,13 @@ class Logger(LevelMethods):
 
     # Writing ---------------------------------------------------------------------------
 
-    def _timestamp(self) -> str:
-        """UTC with milliseconds, ``2026-11-25T12:00:00.123Z``: formatted once per millisecond
-        (a busy daemon writes many lines in one), the date and time once per second."""
-        milli = int(time.time() * 1000)
-        if milli == self._milli:
-            return self._milli_text
-        second, rest = divmod(milli, 1000)
-        if second != self._second:
-            self._second = second
-            self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        self._milli = milli
-        self._milli_text = text = f"{self._second_text}.{rest:03d}Z"
-        return text
-
     def log(self, level: int, msg: str, **fields: Any) -> None:
         if level < self.threshold:
             return
         self._record(level, msg, fields)
 
     def _record(self, level: int, msg: str, fields: Mapping[str, Any]) -> None:
-        record: dict[str, Any] = {"ts": self._timestamp(), "level": LEVEL_NAMES.get(level, "debug"), "msg": msg}
+        record: dict[str, Any] = {"ts": self._ts.at(_time()), "level": LEVEL_NAMES.get(level, "debug"), "msg": msg}
         for key, value in fields.items():
             if value is None:
                 continue
@@ -223,14 +210,15 @@ class Logger(LevelMethods):
     def emit_record(self, record: dict[str, Any]) -> None:
         """Queue an already-redacted record; a ``ts`` of None is filled in."""
         if record.get("ts") is None:
-            record["ts"] = self._timestamp()
+            record["ts"] = self._ts.at(_time())
+        queue = self._queue
         queued = self._queued_in - self._queued_out
-        if queued >= self.max_queue_bytes or len(self._queue) >= self._max_queued:
+        if queued >= self.max_queue_bytes or len(queue) >= self._max_queued:
             self.dropped += 1
             return
         if self._plain_json:  # the common case, inline: one orjson call, newline included
             try:
-                line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
+                line = _dumps(record, default=str, option=_NEWLINE)
             except TypeError:  # orjson.JSONEncodeError: encode() writes such values as text
                 line = self.encode(record)
             else:
@@ -243,10 +231,41 @@ class Logger(LevelMethods):
             self.dropped += 1
             return
         self._queued_in += size
-        self._queue.append(line)
+        queue.append(line)
         if self._idle:
             self._idle = False
             self._wake.set()
+
+    def emit_encoded(self, parts: list[bytes]) -> bool:
+        """Queue a JSON line given encoded: ``parts[1:]`` is what follows ``"ts":…`` (from
+        ``,"level":`` to the closing brace and newline) and ``parts[0]`` is overwritten with
+        ``{"ts":"…"``, so the line is byte for byte what :meth:`emit_record` writes for the
+        record. False, with nothing queued or counted, when that would not be so (text or
+        journald format, a line over ``max_line_bytes``): the caller emits the record."""
+        if not self._plain_json:
+            return False
+        queue = self._queue
+        queued = self._queued_in - self._queued_out
+        if queued >= self.max_queue_bytes or len(queue) >= self._max_queued:
+            self.dropped += 1
+            return True
+        now, ts = _time(), self._ts
+        if not ts.lo <= now < ts.hi:
+            ts.at(now)
+        parts[0] = ts.head
+        line = b"".join(parts)
+        size = len(line)
+        if size > self.max_line_bytes:
+            return False
+        if queued + size > self.max_queue_bytes:
+            self.dropped += 1
+            return True
+        self._queued_in += size
+        queue.append(line)
+        if self._idle:
+            self._idle = False
+            self._wake.set()
+        return True
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
         """One log line, newline included: never raises, never longer than ``max_line_bytes``."""
@@ -280,8 +299,10 @@ class Logger(LevelMethods):
                 # a thread switch (and a fight for the GIL) per line.
                 time.sleep(BATCH_DELAY_S)
             while queue:
-                chunk = [queue.popleft() for _ in range(min(len(queue), WRITE_LINES))]
+                chunk = queue[:WRITE_LINES]
+                del queue[: len(chunk)]  # the caller appends meanwhile, at the end: nothing is lost
                 data = b"".join(chunk)
+                del chunk
                 self._queued_out += len(data)
                 try:
                     while data:
@@ -310,9 +331,9 @@ class NamedLogger(LevelMethods):
 
     @property
     def threshold(self) -> int:
-        if self._generation != self.parent._generation:
+        if self._generation != self.parent.generation:
             self._threshold = self.parent.threshold_for(self.name)
-            self._generation = self.parent._generation
+            self._generation = self.parent.generation
         return self._threshold
 
     def enabled(self, level: int) -> bool:

@@ -42,6 +42,11 @@ def secret_cache_size() -> tuple[int, int]:
     return len(_secret_cache), sum(len(k) for k in _secret_cache)
 
 
+def plain_keys_size() -> tuple[int, int]:
+    """(entries, characters held) of PLAIN_KEYS: for tests and memory checks."""
+    return len(PLAIN_KEYS), sum(len(k) for k in PLAIN_KEYS)
+
+
 def redact(value: Any, _depth: int = 0) -> Any:
     """A copy of ``value`` with every value under a secret-looking key replaced."""
     if isinstance(value, dict):
@@ -53,6 +58,28 @@ def redact(value: Any, _depth: int = 0) -> Any:
             return TOO_DEEP
         return [redact(v, _depth + 1) for v in value]
     return value
+
+
+# Field names merge_redacted copies as they are into a host.log record: already stripped, not
+# blank, not secret-looking and not a name the record has itself. Bounded like the cache above.
+RECORD_KEYS = frozenset(("ts", "level", "msg", "plugin", "session", "request_id", "truncated"))
+PLAIN_KEYS: set[str] = set()
+
+
+def plain_keys(fields: Mapping[str, Any]) -> bool:
+    """True when every key of ``fields`` is a plain field name (remembered in PLAIN_KEYS)."""
+    if PLAIN_KEYS.issuperset(fields):
+        return True
+    for key in fields:
+        if key in PLAIN_KEYS:
+            continue
+        if not key or key.strip() != key or key in RECORD_KEYS or is_secret_key(key):
+            return False
+        if len(key) <= SECRET_CACHE_MAX_KEY_CHARS:
+            if len(PLAIN_KEYS) >= SECRET_CACHE_MAX_KEYS:
+                PLAIN_KEYS.clear()
+            PLAIN_KEYS.add(key)
+    return True
 
 
 def merge_redacted(record: dict[str, Any], fields: Mapping[str, Any]) -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import orjson
 
 from hostd.errors import InvalidParams
-from hostd.logs import LEVEL_NAMES, LEVELS, TokenBucket
-from hostd.redact import merge_redacted
+from hostd.logs import LEVEL_NAMES, LEVELS, Logger, TokenBucket
+from hostd.redact import PLAIN_KEYS, merge_redacted, plain_keys
 from hostd.rpc.methods import CallContext, host_method
 
 _EMPTY: dict[str, Any] = {}  # never mutated: encoded as the result {}
@@ -35,6 +36,13 @@ _fields_decoder = msgspec.json.Decoder(_Fields)
 # Once the first byte says object or null, ``fields`` decodes straight to a dict: no copy of
 # the bytes and no wrapper (the wrapped decode above is kept for its error message).
 _dict_decoder = msgspec.json.Decoder(dict[str, Any] | None)
+# The same, for fields whose values are all scalars (the common case), checked by msgspec as it
+# decodes: such fields need no redaction below their own keys. Values decode as with Any.
+_flat_decoder = msgspec.json.Decoder(dict[str, str | int | float | bool | None] | None)
+_dumps = orjson.dumps
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
+# '"level":"…","msg":' for each level: the start of a line after its timestamp.
+_LEVEL_MSG = {level: b',"level":"' + name.encode() + b'","msg":' for level, name in LEVEL_NAMES.items()}
 
 
 _OBJECT_OR_NULL = frozenset(b"{n")
@@ -75,6 +83,27 @@ def _bounded_fields(raw: msgspec.Raw, budget: int) -> tuple[dict[str, Any] | Non
     return fields, bool(left_out)
 
 
+class SessionLog(TokenBucket):
+    """host.log's state of one session (``session.log_bucket``): its rate limit, its plugin's
+    level (until a level changes) and the plugin and session members of its lines, encoded."""
+
+    def __init__(self, rate_per_s: float, burst: float) -> None:
+        super().__init__(rate_per_s, burst)
+        self.generation = -1
+        self.threshold = 0
+        self.plugin_id = ""
+        self.members = b""  # ',"plugin":"p1","session":"session-1"'
+        self.context = b""  # the same and a comma: fields follow
+        self.closing = b""  # the same, the brace and the newline: the line ends
+
+    def refresh(self, logger: Logger, plugin_id: str, session_id: str) -> None:
+        self.generation = logger.generation
+        self.threshold = logger.plugin_threshold(plugin_id)
+        self.plugin_id = plugin_id
+        self.members = members = b',"plugin":' + _dumps(plugin_id) + b',"session":' + _dumps(session_id)
+        self.context, self.closing = members + b",", members + b"}\n"
+
+
 def _decode_fields(raw: bytes) -> dict[str, Any] | None:
     """``fields`` as the struct used to decode it, with the same error (``at `$.fields```)."""
     try:
@@ -93,37 +122,64 @@ def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
     level = LEVELS.get(params.level)  # the usual spelling first: no strip/lower per call
     if level is None:
         level = LEVELS.get(params.level.strip().lower(), 10)
-    if level < logger.plugin_threshold(plugin_id):
+    state = session.log_bucket
+    if state is None:
+        cfg = services.config.log
+        state = session.log_bucket = SessionLog(cfg.plugin_lines_per_s, cfg.plugin_burst)
+    if state.generation != logger.generation or state.plugin_id is not plugin_id:
+        state.refresh(logger, plugin_id, session.id)
+    if level < state.threshold:
         if raw and memoryview(raw)[0] not in _OBJECT_OR_NULL:  # the decode error, as before
             _decode_fields(bytes(raw))
         return _EMPTY
     fields = None
+    flat = False  # every value a scalar: nothing to redact below the keys
     truncated = False
     if raw and len(raw) > logger.max_line_bytes:
         fields, truncated = _bounded_fields(raw, logger.max_line_bytes)
     elif raw:  # decoded before the rate limit: a bad ``fields`` is an error even when dropped
         try:
-            fields = _dict_decoder.decode(raw)
+            fields = _flat_decoder.decode(raw)
+            flat = True
         except msgspec.ValidationError:
-            _decode_fields(bytes(raw))  # raises the error the wrapped decode words
-            raise
-    bucket = session.log_bucket
-    if bucket is None:
-        cfg = services.config.log
-        bucket = session.log_bucket = TokenBucket(cfg.plugin_lines_per_s, cfg.plugin_burst)
-    if not bucket.take():  # over plugin_lines_per_s: dropped and counted, one warning a second
+            try:
+                fields = _dict_decoder.decode(raw)
+            except msgspec.ValidationError:
+                _decode_fields(bytes(raw))  # raises the error the wrapped decode words
+                raise
+    if not state.take():  # over plugin_lines_per_s: dropped and counted, one warning a second
         services.counters.dropped_log_lines += 1
-        if dropped := bucket.warning_due():
+        if dropped := state.warning_due():
             logger.warn("plugin log lines dropped: over the rate limit", plugin=plugin_id, dropped=dropped)
         return _EMPTY
+    msg = params.message.strip() or "plugin log"
+    scope = ctx.scope
+    request_id = scope.request_id if scope is not None else None
+    # The common line, encoded in pieces: fields whose keys are all plain and values all scalars
+    # are what merge_redacted would copy unchanged, so their own encoding ends the line. The
+    # record below is the reference: emit_encoded declines whatever would not match it.
+    if not truncated and (not fields or (flat and (PLAIN_KEYS.issuperset(fields) or plain_keys(fields)))):
+        try:
+            if request_id:
+                parts = [b"", _LEVEL_MSG[level], _dumps(msg), state.members, b',"request_id":', _dumps(request_id)]
+                parts.append(b"," if fields else b"}\n")
+            else:
+                parts = [b"", _LEVEL_MSG[level], _dumps(msg), state.context if fields else state.closing]
+            if fields:  # '{"n":1}' from its second byte, newline included: '"n":1}\n'
+                parts.append(_dumps(fields, option=_NEWLINE)[1:])
+        except TypeError:  # orjson.JSONEncodeError: an integer over 64 bits; the record path copes
+            pass
+        else:
+            if logger.emit_encoded(parts):
+                return _EMPTY
     record: dict[str, Any] = {
         "ts": None,
         "level": LEVEL_NAMES[level],
-        "msg": params.message.strip() or "plugin log",
+        "msg": msg,
         "plugin": plugin_id,
         "session": session.id,
     }
-    if request_id := ctx.request_id:
+    if request_id:
         record["request_id"] = request_id
     if fields:
         merge_redacted(record, fields)
