@@ -84,6 +84,9 @@ def render(status: dict[str, Any]) -> str:
         lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     else:
         lines.append("no plugin sessions")
+    buffered = status.get("buffered") or {}
+    if buffered:
+        lines.append("buffered: " + ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in buffered.items()))
     totals = status.get("totals") or {}
     lines.append("totals: " + ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in totals.items()))
     return "\n".join(lines) + "\n"
@@ -208,6 +211,14 @@ def prometheus(status: dict[str, Any]) -> str:
     for key, value in totals.items():
         name = _metric(key if key.endswith("_total") else f"{key}_total")
         exp.family(name, "counter", f"hostd.status totals.{key} since start.", [({}, value)])
+    buffered = status.get("buffered")
+    if isinstance(buffered, dict) and buffered:
+        exp.family(
+            "hostd_buffered_bytes",
+            "gauge",
+            "Bytes held now against the daemon-wide limits (hostd.status buffered), by kind.",
+            [({"kind": key.removesuffix("_bytes")}, value) for key, value in buffered.items()],
+        )
     limits = status.get("limits")
     if isinstance(limits, dict):
         exp.family(

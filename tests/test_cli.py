@@ -192,6 +192,14 @@ async def test_status_in_prometheus_format(hp: HostdProcess) -> None:
     assert families["hostd_calls_total"][0] == "counter"
     assert families["hostd_calls_total"][1][0][1] >= 1
     assert families["hostd_uptime_seconds"][1][0][1] > 0
+    kind, samples = families["hostd_buffered_bytes"]
+    assert kind == "gauge"
+    assert sorted(labels for labels, _ in samples) == [
+        '{kind="body"}',
+        '{kind="output"}',
+        '{kind="partial_line"}',
+        '{kind="request"}',
+    ]
     assert all(name.startswith("hostd_") for name in families)
     assert all(name.endswith("_total") for name, (k, _) in families.items() if k == "counter")
 
