@@ -5,18 +5,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
 class End:
-    """The last thing a reader sees: a clean end (``error == ""``), an error, or an abort."""
+    """The last thing a reader sees: a clean end (``error == ""``), an error, or an abort.
 
-    error: str = ""
-    aborted: bool = False
+    Immutable (:data:`ENDED` and :data:`ABORTED` are shared), equal by value. A plain class:
+    a dataclass compiles its methods at every start."""
+
+    __slots__ = ("aborted", "error")
+
+    error: str
+    aborted: bool
+
+    def __init__(self, error: str = "", aborted: bool = False) -> None:
+        object.__setattr__(self, "error", error)
+        object.__setattr__(self, "aborted", aborted)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("End is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("End is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, End):
+            return NotImplemented
+        return self.error == other.error and self.aborted == other.aborted
+
+    def __hash__(self) -> int:
+        return hash((self.error, self.aborted))
+
+    def __repr__(self) -> str:
+        return f"End(error={self.error!r}, aborted={self.aborted!r})"
 
 
 ENDED = End()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hostd.streams import End, PieceBuffer, Stream, read_counted
@@ -35,10 +34,18 @@ DONE: dict[str, Any] = {"payload": None, "error": "", "done": True}
 ABORTED_READ: dict[str, Any] = {"payload": None, "error": "aborted", "done": True}
 
 
-@dataclass(frozen=True, slots=True)
 class Chunk:
-    payload: bytes
-    error: str = ""
+    """One emitted piece: its payload, and the error that ends the stream after it (if any).
+    Not changed once made (a plain class: a dataclass compiles its methods at every start)."""
+
+    __slots__ = ("error", "payload")
+
+    def __init__(self, payload: bytes, error: str = "") -> None:
+        self.payload = payload
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"Chunk(payload=<{len(self.payload)} bytes>, error={self.error!r})"
 
 
 class EmitLink:

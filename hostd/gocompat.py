@@ -22,6 +22,7 @@ Pure functions only: nothing here does I/O or knows the wire format.
 from __future__ import annotations
 
 import binascii
+import functools
 import re
 from typing import Any
 
@@ -51,7 +52,12 @@ INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 # unicode.IsSpace, which strings.TrimSpace uses (Python's str.strip also drops \x1c-\x1f).
 GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
 
-_GO_INT = re.compile(r"[+-]?[0-9]+", re.ASCII)  # strconv.ParseInt(s, 10, 64) syntax
+
+@functools.cache  # compiled on first use, as the others here: not every start parses
+def _go_int() -> re.Pattern[str]:
+    return re.compile(r"[+-]?[0-9]+", re.ASCII)  # strconv.ParseInt(s, 10, 64) syntax
+
+
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 
@@ -116,7 +122,7 @@ def parse_go_bool(s: str) -> bool | None:
 
 def parse_go_int(s: str) -> int | None:
     """``strconv.ParseInt(s, 10, 64)`` / ``Atoi``: None on a syntax or range error."""
-    if not _GO_INT.fullmatch(s):
+    if not _go_int().fullmatch(s):
         return None
     value = int(s)
     return value if INT64_MIN <= value <= INT64_MAX else None
@@ -170,12 +176,15 @@ def overflows_float64(data: bytes) -> bool:
 
 # Times: integer nanoseconds since the Unix epoch, UTC --------------------------------
 
+
 # time.Parse(time.RFC3339, s): its slow path also takes a one-digit hour and a comma.
-_RFC3339 = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{1,2}):([0-9]{2}):([0-9]{2})"
-    r"(?:[.,]([0-9]+))?(?:(Z)|([+-])([0-9]{2}):([0-9]{2}))",
-    re.ASCII,
-)
+@functools.cache
+def _rfc3339() -> re.Pattern[str]:
+    return re.compile(
+        r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{1,2}):([0-9]{2}):([0-9]{2})"
+        r"(?:[.,]([0-9]+))?(?:(Z)|([+-])([0-9]{2}):([0-9]{2}))",
+        re.ASCII,
+    )
 
 
 def _days_from_civil(y: int, m: int, d: int) -> int:
@@ -207,7 +216,7 @@ def _days_in(m: int, y: int) -> int:
 
 def parse_rfc3339(text: str) -> int | None:
     """``time.Parse(time.RFC3339, text)`` as nanoseconds since the epoch, or None."""
-    match = _RFC3339.fullmatch(text)
+    match = _rfc3339().fullmatch(text)
     if match is None:
         return None
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hostd.errors import HostCallFailed, LimitExceeded
@@ -28,18 +27,51 @@ if TYPE_CHECKING:
 CANCELED = "context canceled"  # Go's context.Canceled text, which plugins match on
 
 
-@dataclass(eq=False, slots=True)
 class Operation:
-    id: str
-    session_id: str
-    callback_id: str  # as the opening call sent it: claims compare it exactly
-    claimed: bool = False
-    ended: bool = False
-    cancelled: bool = False
-    # While claimed: what a cancel does now (cancel the call's task, close its stream).
-    on_cancel: Callable[[], None] | None = None
-    _scope: Scope | None = field(default=None, repr=False)
-    _scope_hook: Callable[[], None] | None = field(default=None, repr=False)
+    """One operation. Compared by identity; its repr leaves out the ids (the operation id
+    and the scope's are capabilities of the plugin). (A plain class: a dataclass compiles
+    its methods at every start.)"""
+
+    __slots__ = (
+        "_scope",
+        "_scope_hook",
+        "callback_id",
+        "cancelled",
+        "claimed",
+        "ended",
+        "id",
+        "on_cancel",
+        "session_id",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        session_id: str,
+        callback_id: str,
+        claimed: bool = False,
+        ended: bool = False,
+        cancelled: bool = False,
+        on_cancel: Callable[[], None] | None = None,
+        _scope: Scope | None = None,
+        _scope_hook: Callable[[], None] | None = None,
+    ) -> None:
+        self.id = id
+        self.session_id = session_id
+        self.callback_id = callback_id  # as the opening call sent it: claims compare it exactly
+        self.claimed = claimed
+        self.ended = ended
+        self.cancelled = cancelled
+        # While claimed: what a cancel does now (cancel the call's task, close its stream).
+        self.on_cancel = on_cancel
+        self._scope = _scope
+        self._scope_hook = _scope_hook
+
+    def __repr__(self) -> str:
+        return (
+            f"Operation(session_id={self.session_id!r}, claimed={self.claimed!r},"
+            f" ended={self.ended!r}, cancelled={self.cancelled!r})"
+        )
 
 
 def go_quote(text: str) -> str:

@@ -9,20 +9,39 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from hostd.errors import Forbidden
 
 
-@dataclass(eq=False, slots=True)
 class Scope:
-    id: str
-    session_id: str
-    request_id: str | None = None
-    # The invoker's own host_callback_id (the proxy's, through the bridge), kept to map back.
-    invoker_callback_id: object = None
-    closed: bool = False
-    on_close: list[Callable[[], None]] = field(default_factory=list)
+    """One open (or ended) callback scope. Compared by identity; its repr leaves out the id,
+    a capability of the plugin it was issued to. (A plain class: a dataclass compiles its
+    methods at every start.)"""
+
+    __slots__ = ("closed", "id", "invoker_callback_id", "on_close", "request_id", "session_id")
+
+    def __init__(
+        self,
+        id: str,
+        session_id: str,
+        request_id: str | None = None,
+        invoker_callback_id: object = None,
+        closed: bool = False,
+        on_close: list[Callable[[], None]] | None = None,
+    ) -> None:
+        self.id = id
+        self.session_id = session_id
+        self.request_id = request_id
+        # The invoker's own host_callback_id (the proxy's, through the bridge), kept to map back.
+        self.invoker_callback_id = invoker_callback_id
+        self.closed = closed
+        self.on_close: list[Callable[[], None]] = [] if on_close is None else on_close
+
+    def __repr__(self) -> str:
+        return (
+            f"Scope(session_id={self.session_id!r}, request_id={self.request_id!r},"
+            f" closed={self.closed!r}, on_close={len(self.on_close)})"
+        )
 
 
 class ScopeRegistry:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hostd.config import Config
@@ -34,30 +33,75 @@ if TYPE_CHECKING:
     from hostd.upstream.model_backend import ModelBackend
 
 
-@dataclass(eq=False)
 class Services:
-    config: Config
-    logger: Logger
-    streams: StreamTable
-    scopes: ScopeRegistry
-    counters: Counters
-    emit: EmitRegistry
-    output_budget: Budget
-    input_budget: Budget
-    request_budget: Budget
-    sessions: SessionRegistry = field(default_factory=SessionRegistry)
-    end_hooks: list[Callable[[Session], None]] = field(default_factory=list)
-    operations: OperationRegistry = field(default_factory=OperationRegistry)  # host.http.operation_*
-    started_at: float = field(default_factory=time.monotonic)
-    # What hostd.status reports about how this daemon was started (set by the server).
-    listen: list[str] = field(default_factory=list)
-    config_file: str | None = None
-    # Under ``hostd bridge``: the bridge's end (hostd.bridge.host.BridgeHost), else None.
-    bridge: Any = None
-    _http: HttpUpstream | None = None
-    _model: ModelBackend | None = None
-    _auth: CredentialStore | None = None
-    _retired: list[HttpUpstream | ModelBackend] = field(default_factory=list)
+    """Built once by the server (keywords). A plain class: a dataclass compiles its methods
+    at every start; compared by identity; the default repr (the config holds secrets)."""
+
+    __slots__ = (
+        "_auth",
+        "_http",
+        "_model",
+        "_retired",
+        "bridge",
+        "config",
+        "config_file",
+        "counters",
+        "emit",
+        "end_hooks",
+        "input_budget",
+        "listen",
+        "logger",
+        "operations",
+        "output_budget",
+        "request_budget",
+        "scopes",
+        "sessions",
+        "started_at",
+        "streams",
+    )
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        logger: Logger,
+        streams: StreamTable,
+        scopes: ScopeRegistry,
+        counters: Counters,
+        emit: EmitRegistry,
+        output_budget: Budget,
+        input_budget: Budget,
+        request_budget: Budget,
+        sessions: SessionRegistry | None = None,
+        end_hooks: list[Callable[[Session], None]] | None = None,
+        operations: OperationRegistry | None = None,
+        started_at: float | None = None,
+        listen: list[str] | None = None,
+        config_file: str | None = None,
+        bridge: Any = None,
+    ) -> None:
+        self.config = config
+        self.logger = logger
+        self.streams = streams
+        self.scopes = scopes
+        self.counters = counters
+        self.emit = emit
+        self.output_budget = output_budget
+        self.input_budget = input_budget
+        self.request_budget = request_budget
+        self.sessions = SessionRegistry() if sessions is None else sessions
+        self.end_hooks: list[Callable[[Session], None]] = [] if end_hooks is None else end_hooks
+        self.operations = OperationRegistry() if operations is None else operations  # host.http.operation_*
+        self.started_at = time.monotonic() if started_at is None else started_at
+        # What hostd.status reports about how this daemon was started (set by the server).
+        self.listen: list[str] = [] if listen is None else listen
+        self.config_file = config_file
+        # Under ``hostd bridge``: the bridge's end (hostd.bridge.host.BridgeHost), else None.
+        self.bridge = bridge
+        self._http: HttpUpstream | None = None
+        self._model: ModelBackend | None = None
+        self._auth: CredentialStore | None = None
+        self._retired: list[HttpUpstream | ModelBackend] = []
 
     @property
     def http(self) -> HttpUpstream:

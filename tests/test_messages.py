@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import sys
 
 import msgspec
 import pytest
@@ -25,3 +26,24 @@ def test_fragment_keeps_framing() -> None:
     raw = messages.fragment(b'{"a":\n1,\r\n"b":"x\\ny"}')
     assert b"\n" not in msgspec.json.encode({"r": raw})
     assert msgspec.json.decode(msgspec.json.encode({"r": raw})) == {"r": {"a": 1, "b": "x\ny"}}
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_b64_imports_pybase64_on_its_first_call_and_falls_back_without_it(
+    installed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pybase64 is not loaded at start (issue 16): the first byte field imports it, or,
+    when it is absent, encodes that one field itself and leaves the next ones to msgspec."""
+    monkeypatch.setattr(messages, "_fast_b64encode", messages._first_b64encode)
+    if not installed:
+        monkeypatch.setitem(sys.modules, "pybase64", None)  # import pybase64 raises ImportError
+    data = bytes(range(256)) * 3
+    expected = b'{"payload":"' + base64.b64encode(data) + b'"}'
+    assert msgspec.json.encode({"payload": messages.b64(data)}) == expected  # the first call
+    if installed:
+        import pybase64
+
+        assert messages._fast_b64encode is pybase64.b64encode
+    else:
+        assert messages._fast_b64encode is None
+    assert msgspec.json.encode({"payload": messages.b64(data)}) == expected  # the next ones

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.anyio
 # Not needed until something uses them: the command line's argparse (and its help
 # formatter's shutil), the HTTP stack and the credential store until the first
 # host.http.*/host.model.*/host.auth.* call, tomllib without a config file, difflib without
-# an unknown key, and stdlib modules that are heavy for what hostd would use of them.
+# an unknown key, pybase64 until the first byte field of an answer, and stdlib modules that
+# are heavy for what hostd would use of them.
 NOT_AT_START = frozenset(
     {
         "argparse",
@@ -32,6 +33,7 @@ NOT_AT_START = frozenset(
         "hostd.credentials",
         "hostd.upstream.http_client",
         "hostd.upstream.model_backend",
+        "pybase64",
         "tomllib",
         "difflib",
         "secrets",

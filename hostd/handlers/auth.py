@@ -8,7 +8,6 @@ spec's order and shapes the results as the proxy's credential manager does.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
     from hostd.credentials import Credential, CredentialStore
 
 _JSON_SPACE = b" \t\r\n"
-_DRIVE = re.compile(r"[A-Za-z]:")
 MAX_WEIGHT = 1_000_000
 T = TypeVar("T")
 
@@ -250,6 +248,11 @@ def check_weight(value: Any) -> str:
     return ""
 
 
+def _has_drive(name: str) -> bool:
+    """``C:…``: an ASCII letter then a colon (a Windows drive; no regex compiled at start)."""
+    return name[1:2] == ":" and name[0].isascii() and name[0].isalpha()
+
+
 def validate_save(name: str, raw: bytes, max_bytes: int) -> tuple[str, Any]:
     """The request checks of a save in the proxy's order, up to the directory: the
     trimmed name and the credential's ``weight`` (``msgspec.UNSET`` when absent).
@@ -260,7 +263,7 @@ def validate_save(name: str, raw: bytes, max_bytes: int) -> tuple[str, Any]:
     from hostd.credentials import read_meta  # lazy: keeps start-up cheap (first host.auth.save)
 
     name = go_trim(name)
-    if not name or "/" in name or "\\" in name or _DRIVE.match(name):
+    if not name or "/" in name or "\\" in name or _has_drive(name):
         raise HostCallFailed("invalid auth file name")
     if not go_lower(name).endswith(".json"):
         raise HostCallFailed("auth file name must end with .json")

@@ -7,6 +7,7 @@ nowhere else.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -98,7 +99,13 @@ raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 # two-pass way, so its answer is the same either way.
 
 LONG_LINE = 64 * 1024
-_METHOD_NEAR_START = re.compile(rb'"method"\s*:\s*"([A-Za-z0-9_.]{1,100})"')
+
+
+@functools.cache  # compiled on the first long line: most sessions never send one
+def _method_near_start() -> re.Pattern[bytes]:
+    return re.compile(rb'"method"\s*:\s*"([A-Za-z0-9_.]{1,100})"')
+
+
 _typed: dict[type[Any], msgspec.json.Decoder[Any]] = {}
 
 
@@ -106,7 +113,7 @@ def decode_long(line: bytes, decoders: Callable[[str], ParamsDecoder | None]) ->
     """A long request decoded in one pass, its params already typed (``env.params`` is the
     method's struct or ``UNSET``), or ``None``: decode it the usual way (whose errors, with
     positions inside params, this pass could not word the same)."""
-    found = _METHOD_NEAR_START.search(line, 0, 4096)
+    found = _method_near_start().search(line, 0, 4096)
     if found is None:
         return None
     name = found[1].decode("ascii")
@@ -178,10 +185,24 @@ class _Notification(msgspec.Struct):
 
 _encode = msgspec.json.Encoder().encode
 
-try:  # SIMD base64: a 32 KiB piece in ~2 us instead of msgspec's ~35 us (pip install 'hostd[fast]')
-    from pybase64 import b64encode as _fast_b64encode  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # pragma: no cover - msgspec encodes bytes itself
-    _fast_b64encode = None  # type: ignore[assignment,unused-ignore]
+
+def _first_b64encode(data: bytes) -> bytes:
+    """The first byte field: import pybase64 now (a start that never relays bytes never
+    loads it), then let every later call go straight to it, or to msgspec without it."""
+    global _fast_b64encode
+    try:  # SIMD base64: a 32 KiB piece in ~2 us instead of msgspec's ~35 us (pip install 'hostd[fast]')
+        from pybase64 import b64encode  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # msgspec encodes bytes itself from the next call on
+        _fast_b64encode = None
+        import binascii
+
+        return binascii.b2a_base64(data, newline=False)  # this once: the same padded base64
+    _fast_b64encode = b64encode
+    encoded: bytes = b64encode(data)
+    return encoded
+
+
+_fast_b64encode: Callable[[bytes], bytes] | None = _first_b64encode
 
 
 def b64(data: bytes) -> bytes | msgspec.Raw:

@@ -14,7 +14,6 @@ buffered) and returns :data:`NOT_READY` when the call must wait.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from hostd.rpc.messages import ParamsDecoder
@@ -34,13 +33,19 @@ class _NotReady:
 NOT_READY = _NotReady()
 
 
-@dataclass(slots=True)
 class CallContext:
     """The caller of one request: its session, the daemon's services and its scope."""
 
-    session: Session
-    services: Services
-    scope: Scope | None = None
+    # A plain class, as the others here: a dataclass compiles its methods at every start.
+    __slots__ = ("scope", "services", "session")
+
+    def __init__(self, session: Session, services: Services, scope: Scope | None = None) -> None:
+        self.session = session
+        self.services = services
+        self.scope = scope
+
+    def __repr__(self) -> str:
+        return f"CallContext(session={self.session.id!r}, plugin_id={self.plugin_id!r}, request_id={self.request_id!r})"
 
     @property
     def plugin_id(self) -> str:
@@ -51,24 +56,58 @@ class CallContext:
         return self.scope.request_id if self.scope is not None else None
 
 
-@dataclass(frozen=True, slots=True)
 class Held:
     """A result that holds daemon-wide bytes (a buffered ``host.http.do`` body) until its
     answer has been written to the plugin: ``release`` is called then (or when the answer
-    can no longer be written), never before."""
+    can no longer be written), never before. Not changed once made."""
 
-    value: Any
-    release: Callable[[], None]
+    __slots__ = ("release", "value")
+
+    def __init__(self, value: Any, release: Callable[[], None]) -> None:
+        self.value = value
+        self.release = release
+
+    def __repr__(self) -> str:
+        return f"Held(value={type(self.value).__name__})"
 
 
-@dataclass(frozen=True, slots=True)
 class Method(Generic[P]):
+    """One method of a table: immutable (the tables are shared by every session)."""
+
+    __slots__ = ("counts", "decoder", "fn", "inline", "name", "now")
+
     name: str
     decoder: ParamsDecoder
     fn: Callable[[CallContext, P], Any] | Callable[[CallContext, P], Awaitable[Any]]
-    inline: bool = False
-    counts: bool = True  # counts against max_in_flight ($/cancelRequest does not)
-    now: Callable[[CallContext, P], Any] | None = None  # run inline: the handler, or its fast twin
+    inline: bool
+    counts: bool  # counts against max_in_flight ($/cancelRequest does not)
+    now: Callable[[CallContext, P], Any] | None  # run inline: the handler, or its fast twin
+
+    def __init__(
+        self,
+        name: str,
+        decoder: ParamsDecoder,
+        fn: Callable[[CallContext, P], Any] | Callable[[CallContext, P], Awaitable[Any]],
+        inline: bool = False,
+        counts: bool = True,
+        now: Callable[[CallContext, P], Any] | None = None,
+    ) -> None:
+        init = object.__setattr__
+        init(self, "name", name)
+        init(self, "decoder", decoder)
+        init(self, "fn", fn)
+        init(self, "inline", inline)
+        init(self, "counts", counts)
+        init(self, "now", now)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Method {self.name} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Method {self.name} is immutable")
+
+    def __repr__(self) -> str:
+        return f"Method(name={self.name!r}, inline={self.inline!r}, counts={self.counts!r})"
 
 
 def host_method(

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -126,17 +125,23 @@ def _all_defaults(struct: type[Any]) -> bool:
 # The slow path's plan of a struct ------------------------------------------------------
 
 
-@dataclass(slots=True)
 class _Plan:
-    """What the slow path does to one struct's object: key names, and per-field fixes."""
+    """What the slow path does to one struct's object: key names, and per-field fixes.
+    (A plain class: a dataclass compiles its methods at every start.)"""
 
-    exact: frozenset[str]
-    folded: dict[str, str]  # fold_name(field name) -> field name
-    nested: dict[str, _Plan] = field(default_factory=dict)
-    base64: set[str] = field(default_factory=set)  # []byte: \r and \n are ignored
-    str_lists: set[str] = field(default_factory=set)  # http.Header, url.Values
-    str_list: set[str] = field(default_factory=set)  # []string
-    not_null: set[str] = field(default_factory=set)  # a JSON null leaves these unchanged, as in Go
+    __slots__ = ("base64", "exact", "folded", "nested", "not_null", "str_list", "str_lists")
+
+    def __init__(self, exact: frozenset[str], folded: dict[str, str]) -> None:
+        self.exact = exact
+        self.folded = folded  # fold_name(field name) -> field name
+        self.nested: dict[str, _Plan] = {}
+        self.base64: set[str] = set()  # []byte: \r and \n are ignored
+        self.str_lists: set[str] = set()  # http.Header, url.Values
+        self.str_list: set[str] = set()  # []string
+        self.not_null: set[str] = set()  # a JSON null leaves these unchanged, as in Go
+
+    def __repr__(self) -> str:
+        return f"_Plan(exact={sorted(self.exact)!r}, nested={sorted(self.nested)!r})"
 
     def fold(self, obj: dict[str, msgspec.Raw]) -> dict[str, msgspec.Raw]:
         out: dict[str, msgspec.Raw] = {}

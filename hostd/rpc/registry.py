@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hostd.errors import Forbidden, InvalidParams
@@ -21,13 +20,32 @@ if TYPE_CHECKING:
 PLUGIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-@dataclass(frozen=True, slots=True)
 class Registration:
-    """The last successful ``plugin.register``/``plugin.reconfigure`` of a plugin id."""
+    """The last successful ``plugin.register``/``plugin.reconfigure`` of a plugin id.
+
+    Immutable (replaced whole by the next one). Its repr names the method only: params and
+    result are the plugin's configuration. (A plain class: a dataclass compiles its methods
+    at every start.)"""
+
+    __slots__ = ("method", "params", "result")
 
     method: str
     params: dict[str, Any]
     result: Any
+
+    def __init__(self, method: str, params: dict[str, Any], result: Any) -> None:
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "result", result)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Registration is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("Registration is immutable")
+
+    def __repr__(self) -> str:
+        return f"Registration(method={self.method!r})"
 
 
 class SessionRegistry:
