@@ -16,7 +16,6 @@ import os
 import socket
 import ssl
 import struct
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from hostd.upstream._net import (
     take_over,
 )
 from hostd.upstream.http_client import describe
-from tests.support.helpers import b64, read_to_end
+from tests.support.helpers import b64, read_to_end, self_signed_certificate
 from tests.support.hostd_proc import HostdProcess
 
 pytestmark = pytest.mark.anyio
@@ -314,12 +313,7 @@ async def test_a_forward_proxied_body(client: httpx.AsyncClient) -> None:
 
 @pytest.fixture
 def tls_pair(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+    cert, key = self_signed_certificate(tmp_path)
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(cert, key)
     return server, cert

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from hostd.client import RpcError
+from tests.support.helpers import self_signed_certificate
 from tests.support.hostd_proc import running_hostd
 
 pytestmark = pytest.mark.anyio
@@ -20,12 +20,7 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+    cert, key = self_signed_certificate(tmp_path)
     return cert, key
 
 

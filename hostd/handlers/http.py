@@ -23,7 +23,7 @@ from hostd.errors import HostCallFailed
 from hostd.operations import CANCELED, Operation, cancel_task
 from hostd.rpc.messages import b64
 from hostd.rpc.methods import NOT_READY, CallContext, Held, host_method
-from hostd.streams import BufferClosed, End, Stream, StreamTable
+from hostd.streams import BufferClosed, End, PieceBuffer, Stream, StreamTable
 from hostd.upstream.headers import header_map
 
 if TYPE_CHECKING:
@@ -221,7 +221,7 @@ async def http_do_stream(ctx: CallContext, params: HttpParams) -> dict[str, Any]
         stream.abort_upstream = upstream_aborter(sent.response)
     if op is not None:
         _bind_operation(ctx, op, table, stream)
-    table.start(stream, _pump(ctx, stream, sent) if body is None else _pump_body(stream, body))
+    table.start(stream, _pump(stream, _HttpxBody(ctx, sent) if body is None else body))
     return result
 
 
@@ -237,27 +237,29 @@ def _bind_operation(ctx: CallContext, op: Operation, table: StreamTable, stream:
     stream.on_close = lambda _stream: operations.finish(op)
 
 
-async def _pump(ctx: CallContext, stream: Stream[bytes], sent: Sent) -> None:
-    """Copy the body into the stream's buffer; waits while the buffer is full."""
-    # Lazy: keeps start-up cheap (loaded already by the call that opened the stream).
-    from hostd.upstream._net import NETWORK_ERRORS, close_response
-    from hostd.upstream.http_client import describe
+class _HttpxBody:
+    """A body read through httpx (what hostd's own reader does not take): ``pump`` and ``close``
+    as :class:`~hostd.upstream._net.H1Body` has them."""
 
-    buffer = stream.buffer
-    try:
-        async for piece in ctx.services.http.pieces(sent):
+    __slots__ = ("_ctx", "_sent")
+
+    def __init__(self, ctx: CallContext, sent: Sent) -> None:
+        self._ctx = ctx
+        self._sent = sent
+
+    async def pump(self, buffer: PieceBuffer[bytes]) -> None:
+        async for piece in self._ctx.services.http.pieces(self._sent):
             await buffer.put(piece)
-        buffer.finish()
-    except BufferClosed:
-        pass
-    except NETWORK_ERRORS as e:
-        buffer.finish(describe(e) or "stream failed")
-    finally:
-        await close_response(sent.response)
+
+    async def aclose(self) -> None:
+        # Lazy: keeps start-up cheap (loaded already by the call that opened the stream).
+        from hostd.upstream._net import close_response
+
+        await close_response(self._sent.response)
 
 
-async def _pump_body(stream: Stream[bytes], body: H1Body) -> None:
-    """:func:`_pump` for a body on hostd's own reader: the same ends, the same error texts."""
+async def _pump(stream: Stream[bytes], body: H1Body | _HttpxBody) -> None:
+    """Copy the body into the stream's buffer; waits while the buffer is full."""
     # Lazy: keeps start-up cheap (loaded already by the call that opened the stream).
     from hostd.upstream._net import NETWORK_ERRORS
     from hostd.upstream.http_client import describe
@@ -271,7 +273,7 @@ async def _pump_body(stream: Stream[bytes], body: H1Body) -> None:
     except NETWORK_ERRORS as e:
         buffer.finish(describe(e) or "stream failed")
     finally:
-        body.close()
+        await body.aclose()
 
 
 def _stream_id(params: StreamParams) -> str:

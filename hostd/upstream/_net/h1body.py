@@ -116,6 +116,10 @@ class H1Body:
             return
         net.close()
 
+    async def aclose(self) -> None:
+        """:meth:`close`, awaitable as a body read through httpx closes."""
+        self.close()
+
     async def pump(self, buffer: PieceBuffer[bytes]) -> None:
         """Put the body into ``buffer`` in pieces; returns at its end, raises on a failure."""
         if self._closing is not None:
