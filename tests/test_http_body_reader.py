@@ -284,6 +284,26 @@ async def test_a_body_complete_with_its_headers_stays_with_httpx(client: httpx.A
         await response.aclose()
 
 
+async def test_unexpected_httpcore_internals_leave_the_body_with_httpx(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A newer httpcore or h11 whose private names differ: no takeover, nothing changed, and
+    the body is read through httpx as before (not an internal error)."""
+    from hostd.upstream._net import h1body
+
+    def renamed(_response: httpx.Response) -> object:
+        raise AttributeError("'AsyncHTTP11Connection' object has no attribute '_h11_state'")
+
+    monkeypatch.setattr(h1body, "_http11_stream", renamed)
+    async with RawUpstream(head("Transfer-Encoding: chunked") + chunk(b"first"), [b"0\r\n\r\n"], end="hold") as up:
+        response = await client.send(client.build_request("GET", up.url), stream=True)
+        assert take_over(response, False) is None
+        assert not response.is_closed
+        await up.release()
+        assert await response.aread() == b"first"
+        await response.aclose()
+
+
 async def test_abort_drops_the_connection_at_once(client: httpx.AsyncClient) -> None:
     async with RawUpstream(head("Transfer-Encoding: chunked") + chunk(b"first"), [], end="hold") as up:
         response = await client.send(client.build_request("GET", up.url), stream=True)

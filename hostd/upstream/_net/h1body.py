@@ -219,7 +219,25 @@ def _http11_stream(response: httpx.Response) -> tuple[Any, Any]:
 
 def take_over(response: httpx.Response, gunzip: bool) -> H1Body | None:
     """The body of ``response`` as an :class:`H1Body`, with httpx and httpcore done with it
-    (``response`` is closed), or ``None``, ``response`` untouched, to read it through httpx."""
+    (``response`` is closed), or ``None``, ``response`` untouched, to read it through httpx
+    (also when httpcore's or h11's private structure is not the one this was written for:
+    every private name is read before anything is changed)."""
+    try:
+        found = _inspect(response)
+    except AttributeError:
+        return None
+    if found is None:
+        return None
+    stream, connection, mode, length, head, home = found
+    connection._network_stream = _DETACHED
+    body = H1Body(stream, mode, length, head, gunzip)
+    body._home = home
+    body._closing = _close_inline(response)
+    return body
+
+
+def _inspect(response: httpx.Response) -> tuple[AsyncioStream, Any, int, int, bytes, Any] | None:
+    """What :func:`take_over` needs of httpcore's connection and h11's state, or None."""
     net = response.extensions.get("network_stream")
     if not isinstance(net, AsyncioStream) or response.is_closed or response.is_stream_consumed:
         return None
@@ -253,12 +271,10 @@ def take_over(response: httpx.Response, gunzip: bool) -> H1Body | None:
     head, _closed = state.trailing_data  # the end, if seen, is also the socket's: take() returns it
     if _complete(mode, length, head):
         return None  # httpx reads it at once, and pools the connection again
-    connection._network_stream = _DETACHED
-    body = H1Body(stream, mode, length, head, gunzip)
+    home = None
     if mode != UNTIL_CLOSE and state._cstate.keep_alive and pool is not None:
-        body._home = (pool, connection._origin, connection._keepalive_expiry)
-    body._closing = _close_inline(response)
-    return body
+        home = (pool, connection._origin, connection._keepalive_expiry)
+    return stream, connection, mode, length, head, home
 
 
 def _complete(mode: int, length: int, head: bytes) -> bool:
