@@ -25,6 +25,7 @@ from bench.common import (
     has_module,
     hostd_argv,
     loadgen,
+    loadgen_serial,
     running,
     short_tmpdir,
     wait_for_socket,
@@ -39,17 +40,7 @@ def loops() -> list[str]:
 
 
 def _serial(socket_path: str, settings: Settings, warmup: int) -> dict[str, Any]:
-    return loadgen(
-        ["--unix", socket_path],
-        "--mode",
-        "serial",
-        "--count",
-        str(settings.serial_calls),
-        "--warmup",
-        str(warmup),
-        "--body",
-        LOG_BODY,
-    )
+    return loadgen_serial(["--unix", socket_path], settings.serial_calls, warmup, LOG_BODY)
 
 
 def _pipeline(socket_path: str, settings: Settings, pid: int) -> dict[str, Any]:

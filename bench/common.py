@@ -145,6 +145,11 @@ def loadgen(target: Sequence[str], *args: str, timeout: float = 120.0) -> dict[s
     return result
 
 
+def loadgen_serial(target: Sequence[str], count: int, warmup: int, body: str) -> dict[str, Any]:
+    """One serial run of the C client: ``count`` calls of ``body`` after ``warmup``."""
+    return loadgen(target, "--mode", "serial", "--count", str(count), "--warmup", str(warmup), "--body", body)
+
+
 # Processes --------------------------------------------------------------------------------
 
 

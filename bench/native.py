@@ -33,7 +33,7 @@ from bench.common import (
     Settings,
     best,
     has_module,
-    loadgen,
+    loadgen_serial,
     running,
     short_tmpdir,
     wait_for_socket,
@@ -133,31 +133,11 @@ def _native_host_log(control: Path, settings: Settings, warmup: int) -> dict[str
 
 def _ordinary_host_log(loop: str, settings: Settings, warmup: int) -> dict[str, Any]:
     argv = [PY, "-m", "hostd", "serve", "--loop", loop, "--log-level", "info", "--auth-dir", "", "--model-base-url", ""]
-    return loadgen(
-        ["--quiet-stderr", "--exec", *argv],
-        "--mode",
-        "serial",
-        "--count",
-        str(settings.serial_calls),
-        "--warmup",
-        str(warmup),
-        "--body",
-        NATIVE_LOG_BODY,
-    )
+    return loadgen_serial(["--quiet-stderr", "--exec", *argv], settings.serial_calls, warmup, NATIVE_LOG_BODY)
 
 
 def _invoke(control: Path, settings: Settings, warmup: int) -> dict[str, Any]:
-    return loadgen(
-        ["--unix", str(control)],
-        "--mode",
-        "serial",
-        "--count",
-        str(settings.serial_calls),
-        "--warmup",
-        str(warmup),
-        "--body",
-        INVOKE_BODY,
-    )
+    return loadgen_serial(["--unix", str(control)], settings.serial_calls, warmup, INVOKE_BODY)
 
 
 def run(settings: Settings) -> dict[str, Any]:

@@ -33,7 +33,7 @@ async def buffered(ctl: Client) -> dict[str, int]:
     return result
 
 
-async def holds(ctl: Client, name: str, check: Callable[[int], bool]) -> Callable[[], Awaitable[bool]]:
+def holds(ctl: Client, name: str, check: Callable[[int], bool]) -> Callable[[], Awaitable[bool]]:
     async def probe() -> bool:
         return check((await buffered(ctl))[name])
 
@@ -58,7 +58,7 @@ async def test_requests_served_by_tasks_share_a_daemon_wide_budget(short_tmp: Pa
         async with big, other, await hp.connect_control() as ctl:
             assert (await buffered(ctl))["request_bytes"] == 0
             big.writer.write(request(1, "host.http.do", post))
-            await until(await holds(ctl, "request_bytes", lambda n: n > 250_000))
+            await until(holds(ctl, "request_bytes", lambda n: n > 250_000))
             refused = await other.call("host.http.do", post)
             assert refused["error"]["code"] == -32001, refused
             assert refused["error"]["message"] == "hostd request buffers are full; retry later"
@@ -68,7 +68,7 @@ async def test_requests_served_by_tasks_share_a_daemon_wide_budget(short_tmp: Pa
             release.set()
             answer = await big.line(timeout=T)
             assert base64.b64decode(answer["result"]["Body"]) == b"done"
-            await until(await holds(ctl, "request_bytes", lambda n: n == 0))
+            await until(holds(ctl, "request_bytes", lambda n: n == 0))
             again = await other.call("host.http.do", post)
             assert base64.b64decode(again["result"]["Body"]) == b"done"
     finally:
@@ -94,7 +94,7 @@ async def test_emit_chunks_waiting_for_the_host_count_in_the_output_budget(hp: H
         assert (await buffered(ctl))["output_bytes"] >= queued
         reads = await read_emit_stream(ctl, stream_id)
         assert len([r for r in reads if r["payload"]]) == 20
-        await until(await holds(ctl, "output_bytes", lambda n: n == 0))
+        await until(holds(ctl, "output_bytes", lambda n: n == 0))
 
 
 async def test_a_body_stays_counted_until_its_answer_is_written(short_tmp: Path, upstream: Upstream) -> None:
@@ -115,7 +115,7 @@ async def test_a_body_stays_counted_until_its_answer_is_written(short_tmp: Path,
         async with hog, other, await hp.connect_control() as ctl:
             transport(hog).pause_reading()  # its 4 MiB answer cannot all leave hostd
             hog.writer.write(request(1, "host.http.do", {"url": upstream.url + "/big"}))
-            await until(await holds(ctl, "output_bytes", lambda n: n > 0))  # the answer waits in hostd
+            await until(holds(ctl, "output_bytes", lambda n: n > 0))  # the answer waits in hostd
             assert (await buffered(ctl))["body_bytes"] == len(body)  # and its body still counts
             refused = await other.call("host.http.do", {"url": upstream.url + "/big"}, timeout=T)
             assert refused["error"]["code"] == -32001, refused
@@ -123,7 +123,7 @@ async def test_a_body_stays_counted_until_its_answer_is_written(short_tmp: Path,
             transport(hog).resume_reading()
             answer = await hog.line(timeout=T)
             assert base64.b64decode(answer["result"]["Body"]) == body
-            await until(await holds(ctl, "body_bytes", lambda n: n == 0))
+            await until(holds(ctl, "body_bytes", lambda n: n == 0))
             served: dict[str, Any] = await other.call("host.http.do", {"url": upstream.url + "/big"}, timeout=T)
             assert base64.b64decode(served["result"]["Body"]) == body
     finally:

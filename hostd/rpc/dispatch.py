@@ -72,6 +72,7 @@ class Dispatcher:
         "in_flight",
         "max_in_flight",
         "max_line",
+        "max_short_line",
         "methods",
         "session",
         "tasks",
@@ -84,6 +85,7 @@ class Dispatcher:
         self.in_flight = 0
         # Lines longer than this are answers only (the framer allows those up to max_answer_bytes).
         self.max_line = session.services.config.limits.max_line_bytes + 1  # +1: a trailing \r
+        self.max_short_line = min(self.max_line, LONG_LINE)  # decoded inline by Session._feed
         self.tasks: set[asyncio.Task[Any]] = set()
         self._calls: dict[RequestId, asyncio.Task[Any]] = {}
         self._cancel_requested: set[asyncio.Task[Any]] = set()

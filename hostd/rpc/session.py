@@ -32,7 +32,7 @@ from hostd.errors import HostCallFailed, InternalError
 from hostd.faults import FAULTS_ON, armed, inject, log_fault, run_callbacks
 from hostd.rpc.dispatch import Dispatcher
 from hostd.rpc.framing import LineFramer
-from hostd.rpc.messages import LONG_LINE, encode_error, envelope_decoder
+from hostd.rpc.messages import encode_error, envelope_decoder
 from hostd.rpc.methods import Method
 from hostd.rpc.outbox import Outbox, Output
 from hostd.rpc.peer_calls import PeerCalls
@@ -154,7 +154,7 @@ class Session:
         line_fn = dispatcher.line
         envelope = dispatcher.envelope
         decode = envelope_decoder.decode
-        short = min(dispatcher.max_line, LONG_LINE)  # longer lines take the dispatcher's own way
+        short = dispatcher.max_short_line  # longer lines take the dispatcher's own way
         reply = self.outbox.queue  # answered within this call: the flush below writes them
         for line in lines:
             try:
