@@ -9,14 +9,15 @@ points at which hostd raises a ``RuntimeError`` on purpose, so tests can show th
 boundary holds on a real daemon. Points: ``handler:<method>`` (that handler raises),
 ``producer:<kind>`` (a stream producer of kind http/model raises), ``callback:<name>``
 (a session-end cleanup callback raises), ``reaper`` (the idle-stream reaper raises once),
-``session:<kind>`` (the lifetime code of a plugin or control session raises as it starts).
+``session:<kind>`` (the lifetime code of a plugin or control session raises as it starts),
+``scan`` (the worker-thread scan of a long line raises).
 """
 
 from __future__ import annotations
 
 import os
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from hostd.logs import Logger
@@ -63,3 +64,17 @@ def run_callbacks(logger: Logger, callbacks: Sequence[Callable[[], object]], **f
             callback()
         except Exception as e:
             log_fault(logger, "cleanup callback failed", e, **fields)
+
+
+async def guarded(
+    logger: Logger, coro: Coroutine[Any, Any, Any], on_crash: Callable[[], None] | None, **fields: Any
+) -> Any:
+    """The producer boundary: what ``coro`` raises is logged once, ``on_crash`` runs (it ends
+    the task's stream with ``internal error``), and None is returned: the owner goes on."""
+    try:
+        return await coro
+    except Exception as e:
+        log_fault(logger, "task failed", e, **fields)
+        if on_crash is not None:
+            run_callbacks(logger, [on_crash], **fields)
+        return None

@@ -104,6 +104,7 @@ class Counters:
         "dropped_log_lines",
         "dropped_notifications",
         "errors",
+        "lines_scanned",
         "session_crashes",
         "streams_closed",
         "streams_opened",
@@ -119,6 +120,7 @@ class Counters:
         self.streams_closed = 0
         self.streams_reaped = 0
         self.dropped_notifications = 0
+        self.lines_scanned = 0  # long lines read off the loop (hostd.rpc.scan)
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}

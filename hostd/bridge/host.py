@@ -162,7 +162,7 @@ class BridgeHost:
         if session is None or session.closing:
             raise HostCallFailed(f"host call {method} failed")
         try:
-            return await session.call(method, params, self.timeout_s)
+            return await session.peer.call(method, params, self.timeout_s)
         except TimeoutError:
             raise HostCallFailed(f"host call {method} failed") from None
 

@@ -183,7 +183,7 @@ async def invoke(ctx: CallContext, params: InvokeParams) -> dict[str, Any]:
             stream_id=link.id if link is not None else None,
         )
         try:
-            raw = await target.call(method, plugin_params, params.timeout_s)
+            raw = await target.peer.call(method, plugin_params, params.timeout_s)
         except TimeoutError:
             raise HostCallFailed("plugin call timed out") from None
         if method in REGISTRATION_METHODS:

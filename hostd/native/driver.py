@@ -149,7 +149,7 @@ class NativeRunner:
             scopes = host.services.scopes
             scope = scopes.open(session.id)
             try:
-                await session.call("plugin.register", {**params, "host_callback_id": scope.id}, REPLAY_TIMEOUT_S)
+                await session.peer.call("plugin.register", {**params, "host_callback_id": scope.id}, REPLAY_TIMEOUT_S)
             except (HostCallFailed, TimeoutError) as e:
                 self.logger.error("replaying plugin.register failed", plugin=self.name, error=str(e))
                 self._replay_decision = self.policy.replay_failed(str(e))
@@ -165,4 +165,4 @@ class NativeRunner:
     async def _stop(self, session: Session) -> None:
         """hostd is stopping: ``plugin.shutdown`` (if the plugin answers it), then end its input."""
         with contextlib.suppress(Exception):
-            await session.call("plugin.shutdown", {}, SHUTDOWN_CALL_S)
+            await session.peer.call("plugin.shutdown", {}, SHUTDOWN_CALL_S)

@@ -122,7 +122,7 @@ class Dispatcher:
                 self._batch(line, reply)
                 return
         if LONG_LINE < len(line) <= self.max_line:
-            typed = decode_long(line, self._decoder)
+            typed = decode_long(line, self.decoder)
             if typed is not None:
                 self.envelope(typed, reply, None, len(line), typed=True)
                 return
@@ -139,12 +139,13 @@ class Dispatcher:
             return
         self.envelope(env, reply, None, len(line))
 
-    def _decoder(self, name: str) -> ParamsDecoder | None:
+    def decoder(self, name: str) -> ParamsDecoder | None:
         method = self.methods.get(name)
         return None if method is None else method.decoder
 
-    def too_large(self, reply: Reply) -> None:
-        self._fail(reply, None, None, InvalidRequest("message too large"))
+    def fail(self, reply: Reply, err: WireError) -> None:
+        """Answer a line that could not be read (``id: null``)."""
+        self._fail(reply, None, None, err)
 
     def _batch(self, data: bytes, reply: Reply) -> None:
         try:
@@ -223,10 +224,11 @@ class Dispatcher:
         raw = env.params
         decoder = method.decoder
         try:
-            if typed:
+            if typed:  # decoded already, or the error that decoding them found (hostd.rpc.scan)
                 params = cast(Any, raw)
-                if params is UNSET:
-                    params = decoder.empty()
+                params = decoder.empty() if params is UNSET else params
+                if isinstance(params, WireError):
+                    raise params
             elif not raw:
                 params = decoder.empty()
             else:

@@ -33,7 +33,7 @@ from msgspec import inspect as mi
 from hostd.errors import InvalidParams
 from hostd.gocompat import fold_name
 
-__all__ = ["ParamsDecoder"]
+__all__ = ["ParamsDecoder", "fold_object"]
 
 _raw_object = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 _str_or_none = msgspec.json.Decoder(str | None).decode
@@ -96,6 +96,11 @@ class ParamsDecoder:
         self.exact = exact
         self.recover = recover
         self._empty = exact(b"{}") if _all_defaults(struct) else None
+
+    @property
+    def struct(self) -> type[Any]:
+        """The struct the params decode into (``twin`` is its strict copy)."""
+        return self._struct
 
     def empty(self) -> Any:
         """The params of a request that sent none (absent params mean ``{}``)."""
@@ -198,6 +203,11 @@ class _Plan:
 
 
 _plans: dict[type[Any], _Plan] = {}
+
+
+def fold_object(struct: type[Any], obj: dict[str, msgspec.Raw]) -> dict[str, msgspec.Raw]:
+    """What the slow path makes of a params object before its last decode (``recover``)."""
+    return _plan(struct).fold(obj)
 
 
 def _plan(struct: type[Any]) -> _Plan:

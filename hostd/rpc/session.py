@@ -28,14 +28,15 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hostd.errors import HostCallFailed, InternalError
-from hostd.faults import FAULTS_ON, armed, inject, log_fault, run_callbacks
+from hostd.errors import HostCallFailed, InternalError, InvalidRequest
+from hostd.faults import FAULTS_ON, armed, guarded, inject, log_fault, run_callbacks
 from hostd.rpc.dispatch import Dispatcher
 from hostd.rpc.framing import LineFramer
 from hostd.rpc.messages import encode_error, envelope_decoder
 from hostd.rpc.methods import Method
 from hostd.rpc.outbox import Outbox, Output
 from hostd.rpc.peer_calls import PeerCalls
+from hostd.rpc.scan import LongLines, takes
 
 if TYPE_CHECKING:
     from hostd.config import Config
@@ -108,6 +109,7 @@ class Session:
         self._input: InputControl | None = None
         self._spawned: set[asyncio.Task[Any]] = set()
         self._early: list[bytes] = []
+        self._long = LongLines(self)  # a long line read off the loop, and the lines behind it
         self._input_ended = asyncio.Event()
         self._ended = asyncio.Event()
         self._write_paused = False
@@ -137,7 +139,7 @@ class Session:
             # Before run(): uvloop delivers a pipe's first bytes even when reading was
             # paused in connection_made. Keep them for run() and pause again.
             self._early.append(data)
-            self._pause_input()
+            self.pause_input()
             return
         if self.closing:
             return
@@ -150,16 +152,21 @@ class Session:
             log_fault(self.services.logger, "framer failed; closing the session", e, session=self.id)
             self.close("framer fault")
             return
+        if self._long.queue is not None:  # a long line is being read: these wait behind it
+            self._long.extend(lines)
+            self._account_input()
+            return
         dispatcher = self.dispatcher
         line_fn = dispatcher.line
         envelope = dispatcher.envelope
         decode = envelope_decoder.decode
         short = dispatcher.max_short_line  # longer lines take the dispatcher's own way
         reply = self.outbox.queue  # answered within this call: the flush below writes them
-        for line in lines:
+        rest = iter(lines)
+        for line in rest:
             try:
                 if line is None:
-                    dispatcher.too_large(reply)
+                    dispatcher.fail(reply, InvalidRequest("message too large"))
                 elif line[:1] == b"{" and len(line) <= short:
                     try:  # the common case, inlined: one object per line, no stripping
                         env = decode(line)
@@ -167,13 +174,19 @@ class Session:
                         line_fn(line, reply)  # the slow path words the error
                     else:
                         envelope(env, reply, None, len(line))
+                elif takes(line) and not self.closing:  # scanned off the loop, then answered in order
+                    self._long.start(line, rest)
+                    break
                 else:
                     line_fn(line, reply)
             except Exception as e:  # the line boundary
-                log_fault(self.services.logger, "line failed", e, session=self.id, plugin=self.plugin_id)
-                reply(encode_error(None, InternalError("internal error")))
+                self.line_failed(e, reply)
         self.outbox.flush()
         self._account_input()
+
+    def line_failed(self, e: Exception, reply: Callable[[bytes], None]) -> None:
+        log_fault(self.services.logger, "line failed", e, session=self.id, plugin=self.plugin_id)
+        reply(encode_error(None, InternalError("internal error")))
 
     def _account_input(self) -> None:
         held = self._framer.buffered
@@ -194,6 +207,9 @@ class Session:
 
     def eof(self) -> None:
         """The peer closed its side: stop reading, finish what is running, end."""
+        if self._long.queue is not None:  # lines still queued behind a long one are served first
+            self._long.eof_pending = True
+            return
         self._input_end("eof")
 
     def lost(self, exc: BaseException | None = None) -> None:
@@ -232,14 +248,13 @@ class Session:
     def pause_writing(self) -> None:
         # The peer is not reading our answers: stop reading its requests until it does.
         self._write_paused = True
-        self._pause_input()
+        self.pause_input()
         self.outbox.account()
 
     def resume_writing(self) -> None:
         self._write_paused = False
         self.outbox.account()
-        if not self.closing and self._input is not None:
-            self._input.resume_reading()
+        self.resume_input()
 
     # Lifetime -------------------------------------------------------------------------------
 
@@ -266,8 +281,7 @@ class Session:
                 early, self._early = self._early, []
                 for data in early:  # what arrived before the session ran (even if EOF followed)
                     self._feed(data)
-                if not self.closing and self._input is not None:
-                    self._input.resume_reading()
+                self.resume_input()
                 grace = await self._wait_end(shutdown, grace_s)
                 self._input_end(self.end_reason or "shutdown")
                 if not self.outbox.lost and self.dispatcher.tasks:
@@ -340,14 +354,18 @@ class Session:
         self.end_reason = self.end_reason or reason
         self._input_ended.set()
         self.closing = True
-        self._pause_input()
+        self.pause_input()
         self.services.sessions.release(self)
         hooks: list[Callable[[], object]] = [functools.partial(hook, self) for hook in self.services.end_hooks]
         if FAULTS_ON and armed("callback:session_end"):
             hooks.insert(0, functools.partial(inject, "callback:session_end"))
         run_callbacks(self.services.logger, hooks, session=self.id, plugin=self.plugin_id)
 
-    def _pause_input(self) -> None:
+    def resume_input(self) -> None:
+        if not self.closing and not self._write_paused and self._long.queue is None and self._input is not None:
+            self._input.resume_reading()
+
+    def pause_input(self) -> None:
         if self._input is not None:
             try:
                 self._input.pause_reading()
@@ -368,29 +386,15 @@ class Session:
         if self.closing:
             coro.close()
             raise HostCallFailed("plugin disconnected", retryable=True, data_code="plugin_unavailable")
-        task = self.task_group.create_task(self._guarded(coro, name, on_crash), name=name)
+        logger = self.services.logger
+        task = self.task_group.create_task(
+            guarded(logger, coro, on_crash, task=name, session=self.id, plugin=self.plugin_id), name=name
+        )
         self._spawned.add(task)
         task.add_done_callback(self._spawned.discard)
         return task
 
-    async def _guarded(
-        self, coro: Coroutine[Any, Any, Any], name: str | None, on_crash: Callable[[], None] | None
-    ) -> Any:
-        try:
-            return await coro
-        except Exception as e:
-            log_fault(self.services.logger, "task failed", e, task=name, session=self.id, plugin=self.plugin_id)
-            if on_crash is not None:
-                run_callbacks(self.services.logger, [on_crash], session=self.id)
-            return None
-
-    # Calls to the peer ------------------------------------------------------------------------
-
-    async def call(self, method: str, params: Any, timeout_s: float | None = None) -> Any:
-        return await self.peer.call(method, params, timeout_s)
-
-    def notify(self, method: str, params: Any) -> None:
-        self.peer.notify(method, params)
+    # Calls to the peer go through ``session.peer`` (:mod:`hostd.rpc.peer_calls`).
 
     def _unmatched_answer(self, rid: object) -> None:
         self.services.logger.debug("unmatched answer dropped", session=self.id, id=rid)

@@ -1,0 +1,332 @@
+"""Long request lines, read off the event loop: one GIL-free pass before msgspec sees them.
+
+msgspec holds the GIL for as long as it reads a line, and a 16 MiB value nested 200 deep
+takes it ~100 ms even when only skipped (a ``Raw`` field); 16 MiB of unknown keys in params
+takes the slow path's fold over a second. For a line over ``LONG_LINE`` that opens with
+``{``, the session hands the line to a worker thread instead, where ``hostd._scan`` (C, built
+with the package; without it long lines are read on the loop as before) validates it whole
+and reports where the members that matter are. Back on the loop, msgspec reads a small line
+built from those spans:
+
+- top-level members other than the envelope's six are left out (the envelope ignores them);
+- a big ``params``/``result``/``error`` value (``Raw`` in the envelope) becomes a token, and
+  a big array or object where the envelope wants a scalar becomes ``[]``/``{}`` (the same
+  error either way);
+- params are the members whose keys fold to one of the method's fields (others are ignored
+  by the Go-style decode anyway), folded as ``ParamsDecoder.recover`` folds them; a big value
+  of a ``Raw`` field becomes a token too;
+- each token is then put back as a ``Raw`` view of the line (no copy), so the handler sees
+  exactly what the whole line holds.
+
+Every answer is the one the usual path gives: the scanner accepts only what msgspec accepts
+(it refuses more, and such a line goes the usual way), and what is left out is what msgspec
+would only have skipped. Nesting deeper than 512 is checked against msgspec's own limit with
+a probe of that depth. An invalid line is answered by msgspec reading it with the big values
+that ended before the error blanked out by spaces (so its message names the same byte). The
+usual way is kept for more than ``MAX_MEMBERS`` members spelled like fields, and for lines
+that are not objects (batches).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+import msgspec
+
+from hostd.errors import InvalidRequest, ParseError, WireError
+from hostd.faults import FAULTS_ON, inject, log_fault
+from hostd.gocompat import fold_name
+from hostd.rpc.messages import LONG_LINE, Envelope, ParamsDecoder, PeerAnswer, decode_envelope
+from hostd.rpc.params import fold_object
+
+if TYPE_CHECKING:
+    from hostd.rpc.dispatch import Dispatcher, Reply
+    from hostd.rpc.methods import Method
+    from hostd.rpc.session import Session
+
+_scan: Callable[..., Any] | None
+try:
+    from hostd._scan import scan as _scan
+except ImportError:  # built without a C compiler: long lines are read on the loop
+    _scan = None
+
+MAX_MEMBERS = 65536  # top-level envelope members, and params members spelled like a field
+BIG = 4096  # a value at least this long is replaced (token or placeholder) when it can be
+SAFE_DEPTH = 512  # deeper lines are checked against msgspec's own limit (about 1,000)
+_TOP = (b"jsonrpc", b"id", b"method", b"params", b"result", b"error")
+_PARAMS, _RAW = 3, frozenset((3, 4, 5))  # indexes in _TOP: params; the Raw members of Envelope
+_OPEN = frozenset(b"[{")
+_key = msgspec.json.Decoder(str).decode
+_skip = msgspec.json.Decoder(msgspec.Raw).decode
+_encode = msgspec.json.encode
+_NONCE = os.urandom(8).hex().encode()  # a plugin cannot write a token by chance
+
+
+def available() -> bool:
+    return _scan is not None
+
+
+class _Names:
+    """What the scan needs of one method table: every field name, folded (its params matches)."""
+
+    __slots__ = ("folded", "raw")
+
+    def __init__(self, methods: Mapping[str, Method[Any]]) -> None:
+        names: set[bytes] = set()
+        for method in methods.values():
+            for f in msgspec.structs.fields(method.decoder.struct):
+                names.add(fold_name(f.encode_name).encode())
+        self.folded = tuple(sorted(names))
+
+
+_names: dict[int, _Names] = {}  # by id() of a method table: the tables live as long as hostd
+
+
+def _names_of(methods: Mapping[str, Method[Any]]) -> _Names:
+    names = _names.get(id(methods))
+    if names is None:
+        names = _names[id(methods)] = _Names(methods)
+    return names
+
+
+class _Fields:
+    """One params struct's fields as the scan sees them: folded name → (encode name, is Raw)."""
+
+    __slots__ = ("by_fold",)
+
+    def __init__(self, struct: type[Any]) -> None:
+        self.by_fold = {
+            fold_name(f.encode_name): (f.name, f.type is msgspec.Raw) for f in msgspec.structs.fields(struct)
+        }
+
+
+_fields: dict[type[Any], _Fields] = {}
+
+
+def _fields_of(decoder: ParamsDecoder) -> _Fields:
+    fields = _fields.get(decoder.struct)
+    if fields is None:
+        fields = _fields[decoder.struct] = _Fields(decoder.struct)
+    return fields
+
+
+# (kind, max_depth, top, params): see hostd/_scan.c
+Scan = tuple[int, int, tuple[tuple[int, ...], ...] | None, tuple[tuple[int, ...], ...] | None]
+
+
+def scan_line(line: bytes, names: _Names) -> Scan:
+    """The C pass (in a worker thread: it releases the GIL)."""
+    assert _scan is not None
+    if FAULTS_ON:
+        inject("scan")
+    result: Scan = _scan(line, _TOP, _PARAMS, names.folded, MAX_MEMBERS, BIG)
+    return result
+
+
+class _Tokens:
+    """Big values swapped out of the small line, and put back as views of the whole one."""
+
+    __slots__ = ("spans", "view")
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+        self.spans: dict[bytes, tuple[int, int]] = {}
+
+    def token(self, start: int, end: int) -> bytes:
+        token = b'"\\u0000hostd-' + _NONCE + b"-" + str(len(self.spans)).encode() + b'"'
+        self.spans[token] = (start, end)
+        return token
+
+    def back(self, raw: msgspec.Raw) -> msgspec.Raw:
+        span = self.spans.get(bytes(raw)) if len(raw) < 64 else None
+        return raw if span is None else msgspec.Raw(self.view[span[0] : span[1]])
+
+
+def rebuild(
+    line: bytes, scan: Scan, decoders: Callable[[str], ParamsDecoder | None]
+) -> tuple[Envelope, bool] | WireError | PeerAnswer | None:
+    """What the whole line decodes to, read from the small one; None: go the usual way.
+    ``(env, typed)``: typed when ``env.params`` is the method's struct already."""
+    kind, depth, top, params = scan
+    if kind == 3 or (depth > SAFE_DEPTH and _too_deep(depth)):
+        return ParseError("parse error: nesting too deep")
+    if kind == 4 and params is not None:
+        return _invalid(line, params)
+    if kind != 0 or top is None or params is None:
+        return None
+    view = memoryview(line)
+    tokens = _Tokens(view)
+    parts: list[bytes | memoryview] = []
+    params_at = -1
+    for ordinal, (index, key_start, start, end) in enumerate(top):
+        parts.append(b"," if parts else b"{")
+        if index == _PARAMS:
+            params_at = ordinal
+        if end - start >= BIG and index in _RAW:
+            parts += [view[key_start:start], tokens.token(start, end)]
+        elif end - start >= BIG and line[start] in _OPEN:  # a scalar's place: the same error
+            parts += [view[key_start:start], b"[]" if line[start] == ord("[") else b"{}"]
+        else:
+            parts.append(view[key_start:end])
+    parts.append(b"}" if parts else b"{}")
+    env = decode_envelope(b"".join(parts))
+    if not isinstance(env, Envelope):
+        return env
+    env.params, env.result, env.error = tokens.back(env.params), tokens.back(env.result), tokens.back(env.error)
+    decoder = decoders(env.method) if type(env.method) is str else None
+    if decoder is None or params_at < 0 or line[top[params_at][2]] != ord("{"):
+        return env, False  # no method, or params that are not an object: errors, read as usual
+    fields = _fields_of(decoder)
+    members: dict[str, msgspec.Raw] = {}
+    swapped = False
+    for key_start, key_end, start, end, ordinal in params:
+        if ordinal != params_at:
+            continue  # an earlier params member: the envelope keeps the last
+        key = _key(view[key_start:key_end])
+        field = fields.by_fold.get(fold_name(key))
+        if field is None:
+            continue  # another method's field: ignored by this one
+        if end - start >= BIG and field[1]:
+            members[key] = msgspec.Raw(tokens.token(start, end))
+            swapped = True
+        else:
+            members[key] = msgspec.Raw(view[start:end])
+    if not swapped:  # nothing big to skip: the strict decode reads params in place, as usual
+        try:
+            env.params = decoder.exact(view[top[params_at][2] : top[params_at][3]])
+            return env, True
+        except (msgspec.ValidationError, RecursionError):
+            pass  # an unknown key (it stops at the first), a folded one, or a mistake: fold
+    small = _encode(fold_object(decoder.struct, members))
+    try:
+        typed = decoder.exact(small)
+    except msgspec.DecodeError as e:  # what recover() would raise: folding small again changes nothing
+        env.params = cast(Any, decoder.error(e))  # answered by envelope() after its own checks, as usual
+        return env, True
+    except RecursionError:
+        env.params = cast(Any, ParseError("parse error: nesting too deep"))
+        return env, True
+    for name, raw in fields.by_fold.values():
+        if raw:
+            value = getattr(typed, name)
+            if value is not (back := tokens.back(value)):
+                typed = msgspec.structs.replace(typed, **{name: back})
+    env.params = typed
+    return env, True
+
+
+def _invalid(line: bytes, big: tuple[tuple[int, ...], ...]) -> WireError | None:
+    """The usual answer to a line that is not JSON, read with the big values that ended before
+    the error blanked out (``0`` and spaces: every byte offset stays where it was, so msgspec
+    words the same error at the same offset, skipping spaces instead of 16 MiB of nesting).
+    None: msgspec reads it after all (the scanner refused more): go the usual way."""
+    if not big:
+        return None  # nothing to blank out: the usual way costs no more
+    blanked = bytearray(line)
+    for start, end in big:
+        blanked[start] = 0x30  # "0"
+        blanked[start + 1 : end] = b" " * (end - start - 1)
+    out = decode_envelope(bytes(blanked))
+    return out if isinstance(out, ParseError) else None
+
+
+def _too_deep(depth: int) -> bool:
+    """Would msgspec refuse this nesting here? A probe of that depth asks it (cheap: 2 * depth bytes)."""
+    try:
+        _skip(b"[" * depth + b"]" * depth)
+    except RecursionError:
+        return True
+    return False
+
+
+def answer(dispatcher: Dispatcher, line: bytes, scan: Scan | None, reply: Reply) -> None:
+    """Answer one scanned line as ``Dispatcher.line`` would answer it."""
+    out = None if scan is None else rebuild(line, scan, dispatcher.decoder)
+    if out is None:
+        dispatcher.line(line, reply)
+    elif isinstance(out, WireError):
+        dispatcher.fail(reply, out)
+    elif isinstance(out, PeerAnswer):
+        dispatcher.session.peer.answer_unreadable()
+    else:
+        env, typed = out
+        if len(line) > dispatcher.max_line and (type(env.method) is str or not (env.result or env.error)):
+            dispatcher.fail(reply, InvalidRequest("message too large"))
+        else:
+            dispatcher.envelope(env, reply, None, len(line), typed=typed)
+
+
+def takes(line: bytes | None) -> bool:
+    """Is this line read the scanned way?"""
+    return _scan is not None and line is not None and len(line) > LONG_LINE and line[:1] == b"{"
+
+
+class LongLines:
+    """A session's lines from a long one on: scanned (or answered) one at a time, in order.
+
+    While it runs, the session's reading is paused and lines that still arrive queue behind;
+    the peer's EOF waits for the queue too (``eof_pending``). Owned by the session: its task
+    is one of the session's own (cancelled with it), and a fault in it is that line's."""
+
+    __slots__ = ("eof_pending", "queue", "session")
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.queue: collections.deque[bytes | None] | None = None
+        self.eof_pending = False
+
+    @property
+    def active(self) -> bool:
+        return self.queue is not None
+
+    def start(self, line: bytes, rest: Iterator[bytes | None]) -> None:
+        self.queue = collections.deque([line, *rest])
+        self.session.pause_input()
+        self.session.spawn(self._run(), name="long lines")
+
+    def extend(self, lines: list[bytes | None]) -> None:
+        assert self.queue is not None
+        self.queue.extend(lines)
+
+    async def _run(self) -> None:
+        session = self.session
+        dispatcher = session.dispatcher
+        names = _names_of(session.methods)
+        loop = asyncio.get_running_loop()
+        queue = self.queue
+        assert queue is not None
+        reply = session.outbox.queue
+        try:
+            while queue:
+                line = queue.popleft()
+                try:
+                    if line is None:
+                        dispatcher.fail(reply, InvalidRequest("message too large"))
+                    elif takes(line):
+                        try:
+                            scan = await loop.run_in_executor(None, scan_line, line, names)
+                            session.services.counters.lines_scanned += 1
+                        except Exception as e:  # a scanner fault: the usual way still answers the line
+                            log_fault(session.services.logger, "line scan failed", e, session=session.id)
+                            scan = None
+                        answer(dispatcher, line, scan, reply)
+                    else:
+                        dispatcher.line(line, reply)
+                except Exception as e:  # the line boundary, as in Session._feed
+                    session.line_failed(e, reply)
+                session.outbox.flush()
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        self.queue = None
+        session = self.session
+        if self.eof_pending:
+            self.eof_pending = False
+            session.eof()
+        else:
+            session.resume_input()
