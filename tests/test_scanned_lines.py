@@ -162,3 +162,25 @@ async def test_a_neighbour_is_served_while_long_lines_arrive(hp: HostdProcess) -
     finally:
         writer.close()
         await heavy.aclose()
+
+
+async def test_queued_long_lines_count_in_the_request_budget(short_tmp: Path) -> None:
+    """A long line waits for its scan holding its bytes in max_total_request_bytes; one that
+    would pass the budget is decoded on the loop instead: still answered, nothing held after."""
+    cfg = short_tmp / "hostd.toml"
+    cfg.write_text("[limits]\nmax_total_request_bytes = 400000\n")
+    async with running_hostd(short_tmp, "--config", str(cfg), control=True) as hp:
+        assert hp.socket is not None
+        over = _log(1, b"[" + b",".join([DEEP] * 4) + b"]")  # ~480 KB: over the budget
+        under = _log(2, DEEP)
+        assert len(under) < 400_000 < len(over)
+        async with await RawConn.open(hp.socket) as conn:
+            await conn.send(over + under)
+            assert [(await conn.line())["id"] for _ in range(2)] == [1, 2]
+        totals = await _totals(hp)
+        assert totals["lines_scanned"] == 1  # the line under the budget
+        ctl = await hp.connect_control()
+        try:
+            assert (await ctl.call("hostd.status", {}))["buffered"]["request_bytes"] == 0
+        finally:
+            await ctl.aclose()

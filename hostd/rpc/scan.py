@@ -269,28 +269,36 @@ class LongLines:
     """A session's lines from a long one on: scanned (or answered) one at a time, in order.
 
     While it runs, the session's reading is paused and lines that still arrive queue behind;
-    the peer's EOF waits for the queue too (``eof_pending``). Owned by the session: its task
-    is one of the session's own (cancelled with it), and a fault in it is that line's."""
+    the peer's EOF waits for the queue too (``eof_pending``). Queued lines count in the
+    daemon-wide ``max_total_request_bytes`` until answered; a long line met while that budget
+    is full is decoded on the loop instead (memory stays bounded, only latency suffers).
+    Owned by the session: its task is one of the session's own (cancelled with it), and a
+    fault in it is that line's."""
 
-    __slots__ = ("eof_pending", "queue", "session")
+    __slots__ = ("eof_pending", "held", "queue", "session")
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self.queue: collections.deque[bytes | None] | None = None
         self.eof_pending = False
+        self.held = 0  # bytes of queued lines counted in the request budget
 
     @property
     def active(self) -> bool:
         return self.queue is not None
 
     def start(self, line: bytes, rest: Iterator[bytes | None]) -> None:
-        self.queue = collections.deque([line, *rest])
+        self.queue = collections.deque()
+        self.extend([line, *rest])
         self.session.pause_input()
         self.session.spawn(self._run(), name="long lines")
 
     def extend(self, lines: list[bytes | None]) -> None:
         assert self.queue is not None
         self.queue.extend(lines)
+        size = sum(len(line) for line in lines if line is not None)
+        self.held += size
+        self.session.services.request_budget.total += size
 
     async def _run(self) -> None:
         session = self.session
@@ -300,13 +308,14 @@ class LongLines:
         queue = self.queue
         assert queue is not None
         reply = session.outbox.queue
+        budget = session.services.request_budget
         try:
             while queue:
                 line = queue.popleft()
                 try:
                     if line is None:
                         dispatcher.fail(reply, InvalidRequest("message too large"))
-                    elif takes(line):
+                    elif takes(line) and budget.total <= budget.limit:
                         try:
                             scan = await loop.run_in_executor(None, scan_line, line, names)
                             session.services.counters.lines_scanned += 1
@@ -318,6 +327,10 @@ class LongLines:
                         dispatcher.line(line, reply)
                 except Exception as e:  # the line boundary, as in Session._feed
                     session.line_failed(e, reply)
+                finally:
+                    if line is not None:
+                        self.held -= len(line)
+                        budget.total -= len(line)
                 session.outbox.flush()
         finally:
             self._done()
@@ -325,6 +338,8 @@ class LongLines:
     def _done(self) -> None:
         self.queue = None
         session = self.session
+        session.services.request_budget.total -= self.held  # lines never answered (cancelled)
+        self.held = 0
         if self.eof_pending:
             self.eof_pending = False
             session.eof()
