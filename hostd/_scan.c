@@ -70,8 +70,10 @@ typedef struct {
     int oom;
 } scanner;
 
+/* Appends x to r: -1 when out of memory; a match past max_members sets too_many instead (the big
+ * values of an invalid line are not matches: at most one per big_min bytes, never refused). */
 static int push(scanner *s, recs *r, rec x) {
-    if (r->n >= s->max_members) {
+    if (r != &s->big && r->n >= s->max_members) {
         s->too_many = 1;
         return 0;
     }

@@ -25,8 +25,6 @@ from hypothesis import strategies as st
 from hostd._scan import scan
 from hostd.gocompat import fold_name
 
-pytestmark = pytest.mark.loop_independent
-
 PROPERTIES = 5
 TOTAL = int(os.environ.get("HOSTD_FUZZ_EXAMPLES", "600"))
 PER_TEST = max(1, -(-TOTAL // PROPERTIES))
