@@ -164,9 +164,9 @@ async def test_a_neighbour_is_served_while_long_lines_arrive(hp: HostdProcess) -
         await heavy.aclose()
 
 
-async def test_queued_long_lines_count_in_the_request_budget(short_tmp: Path) -> None:
-    """A long line waits for its scan holding its bytes in max_total_request_bytes; one that
-    would pass the budget is decoded on the loop instead: still answered, nothing held after."""
+async def test_long_lines_waiting_for_the_scanner_are_bounded(short_tmp: Path) -> None:
+    """Long lines wait for the scanner counted against max_total_request_bytes; one that would
+    pass it is decoded on the loop instead: still answered, nothing held after."""
     cfg = short_tmp / "hostd.toml"
     cfg.write_text("[limits]\nmax_total_request_bytes = 400000\n")
     async with running_hostd(short_tmp, "--config", str(cfg), control=True) as hp:

@@ -40,6 +40,7 @@ import msgspec
 from hostd.errors import InvalidRequest, ParseError, WireError
 from hostd.faults import FAULTS_ON, inject, log_fault
 from hostd.gocompat import fold_name
+from hostd.rpc.budget import Budget
 from hostd.rpc.messages import LONG_LINE, Envelope, ParamsDecoder, PeerAnswer, decode_envelope
 from hostd.rpc.params import fold_object
 
@@ -64,6 +65,8 @@ _key = msgspec.json.Decoder(str).decode
 _skip = msgspec.json.Decoder(msgspec.Raw).decode
 _encode = msgspec.json.encode
 _NONCE = os.urandom(8).hex().encode()  # a plugin cannot write a token by chance
+# Bytes of long lines queued for the scanner across all sessions (LongLines).
+WAITING = Budget(1024 * 1024 * 1024)
 
 
 def available() -> bool:
@@ -269,9 +272,11 @@ class LongLines:
     """A session's lines from a long one on: scanned (or answered) one at a time, in order.
 
     While it runs, the session's reading is paused and lines that still arrive queue behind;
-    the peer's EOF waits for the queue too (``eof_pending``). Queued lines count in the
-    daemon-wide ``max_total_request_bytes`` until answered; a long line met while that budget
-    is full is decoded on the loop instead (memory stays bounded, only latency suffers).
+    the peer's EOF waits for the queue too (``eof_pending``). Queued lines are counted
+    daemon-wide (``WAITING``, bounded by ``max_total_request_bytes``: a count of its own, so a
+    queued line never makes the dispatcher refuse a call) until they are dispatched; a long
+    line met while that count is full is decoded on the loop instead (memory stays bounded,
+    only latency suffers).
     Owned by the session: its task is one of the session's own (cancelled with it), and a
     fault in it is that line's."""
 
@@ -281,7 +286,7 @@ class LongLines:
         self.session = session
         self.queue: collections.deque[bytes | None] | None = None
         self.eof_pending = False
-        self.held = 0  # bytes of queued lines counted in the request budget
+        self.held = 0  # bytes of queued lines counted in WAITING
 
     @property
     def active(self) -> bool:
@@ -298,7 +303,8 @@ class LongLines:
         self.queue.extend(lines)
         size = sum(len(line) for line in lines if line is not None)
         self.held += size
-        self.session.services.request_budget.total += size
+        WAITING.limit = self.session.services.config.limits.max_total_request_bytes
+        WAITING.total += size
 
     async def _run(self) -> None:
         session = self.session
@@ -308,10 +314,11 @@ class LongLines:
         queue = self.queue
         assert queue is not None
         reply = session.outbox.queue
-        budget = session.services.request_budget
+        budget = WAITING
         try:
             while queue:
                 line = queue.popleft()
+                held = 0 if line is None else len(line)
                 try:
                     if line is None:
                         dispatcher.fail(reply, InvalidRequest("message too large"))
@@ -322,23 +329,28 @@ class LongLines:
                         except Exception as e:  # a scanner fault: the usual way still answers the line
                             log_fault(session.services.logger, "line scan failed", e, session=session.id)
                             scan = None
+                        held = self._release(held)  # from here the dispatcher counts what it serves
                         answer(dispatcher, line, scan, reply)
                     else:
+                        held = self._release(held)
                         dispatcher.line(line, reply)
                 except Exception as e:  # the line boundary, as in Session._feed
                     session.line_failed(e, reply)
                 finally:
-                    if line is not None:
-                        self.held -= len(line)
-                        budget.total -= len(line)
+                    self._release(held)
                 session.outbox.flush()
         finally:
             self._done()
 
+    def _release(self, size: int) -> int:
+        self.held -= size
+        WAITING.total -= size
+        return 0
+
     def _done(self) -> None:
         self.queue = None
         session = self.session
-        session.services.request_budget.total -= self.held  # lines never answered (cancelled)
+        WAITING.total -= self.held  # lines never dispatched (the session was cancelled)
         self.held = 0
         if self.eof_pending:
             self.eof_pending = False
