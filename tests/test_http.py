@@ -340,7 +340,9 @@ async def test_idle_stream_is_reaped(short_tmp: Path, upstream: Upstream) -> Non
 async def test_a_pending_read_keeps_a_stream_from_being_reaped(short_tmp: Path, upstream: Upstream) -> None:
     release = asyncio.Event()
     upstream.hold("/held", [], release)
-    async with running_hostd(short_tmp, "--stream-idle-timeout", "0.2") as hp, await hp.connect() as c:
+    # 1 s, not less: the first stream's read must reach hostd before the reaper looks at it,
+    # and on a loaded machine a few hundred milliseconds can pass between two calls.
+    async with running_hostd(short_tmp, "--stream-idle-timeout", "1") as hp, await hp.connect() as c:
         sid = (await c.call("host.http.do_stream", {"url": upstream.url + "/held"}, timeout=5))["stream_id"]
         reading = asyncio.ensure_future(c.call("host.http.stream_read", {"stream_id": sid}, timeout=10))
         # A second stream with no reader is reaped; its log line proves the reaper ran meanwhile.
