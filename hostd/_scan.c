@@ -1,35 +1,39 @@
 /* hostd._scan: one pass over a long JSON-RPC line, without the GIL (hostd/rpc/scan.py).
  *
- * scan(line, top_names, params_index, param_names, max_members, big_min) validates the whole line as
- * one JSON text and reports where the members that matter are, so that hostd can hand msgspec
- * a small line instead of 16 MiB it would hold the event loop to read. It runs in a worker
- * thread with the GIL released: the only Python objects are made after the walk.
+ * scan(line, top_names, params_index, param_names, max_members, big_min, max_elems) validates the
+ * whole line as one JSON text and reports where the members that matter are, so that hostd can
+ * hand msgspec a small line instead of 16 MiB it would hold the event loop to read. It runs in a
+ * worker thread with the GIL released: the only Python objects are made after the walk.
  *
  * What it accepts is what msgspec accepts while skipping a value (it must never accept what
  * msgspec would refuse; refusing more only sends the line the usual way):
  *   - RFC 8259 syntax: numbers without leading zeros or a bare dot, the three literals,
  *     strings without control characters, the eight escapes and \uXXXX with surrogates paired;
  *   - bytes >= 0x80 in string values are not checked (msgspec does not check them either);
- *     keys of the top-level object and of params are checked as strict UTF-8 (msgspec reads
- *     those keys as str on some paths, and refuses what is not UTF-8).
+ *     keys of envelope objects and of params are checked as strict UTF-8 (msgspec reads those
+ *     keys as str on some paths, and refuses what is not UTF-8).
  *
- * The result is (kind, max_depth, top, params):
- *   kind       0: an object, 1: another value, 2: more matches than max_members, 3: nested
- *              deeper than MAX_DEPTH (4096; msgspec refuses about 1,000) before any error,
- *              4: not valid JSON (params is then the big values read before the error);
+ * An envelope object is the line itself when it is an object, or each element object of a
+ * batch (a top-level array). The result is (kind, max_depth, top, params, elems, n_elems):
+ *   kind       0: an object, 1: a scalar, 5: an array (a batch), 2: more matches than
+ *              max_members, 3: nested deeper than MAX_DEPTH (4096; msgspec refuses about
+ *              1,000) before any error, 4: not valid JSON;
  *   max_depth  the deepest nesting (the top-level value is depth 1), before any error;
- *   top        (name_index, key_start, value_start, value_end) for every top-level member whose
- *              key is exactly one of top_names, in order, duplicates included;
+ *   top        (name_index, key_start, value_start, value_end, element) for every member of an
+ *              envelope object whose key is exactly one of top_names, in order, duplicates
+ *              included (element: the batch element it is in, 0 in an object line);
  *   params     (key_start, key_end, value_start, value_end, top_ordinal) for every member of an
- *              object-valued top-level member named top_names[params_index] (top_ordinal: the index of that
- *              member in top) whose key, folded as Go's encoding/json folds a key against ASCII
- *              names (ASCII letters upper-cased, U+017F to S, U+212A to K), is one of
- *              param_names (given folded).
- * For kind 4, params lists (value_start, value_end) of every value at least big_min bytes long
- * that ended before the error, as a member of the top-level object or of params (so that hostd
- * can blank them out and let msgspec word the error at the same byte offset, reading little).
- * For kinds 2 and 3, top and params are None. Positions are byte offsets into line; key spans
- * include their quotes.
+ *              object-valued envelope member named top_names[params_index] (top_ordinal: the
+ *              index of that member in top) whose key, folded as Go's encoding/json folds a key
+ *              against ASCII names (ASCII letters upper-cased, U+017F to S, U+212A to K), is
+ *              one of param_names (given folded);
+ *   elems      (value_start, value_end) of the first max_elems batch elements;
+ *   n_elems    how many elements the batch has (every one counted).
+ * For kind 4, params lists instead (value_start, value_end) of every value at least big_min
+ * bytes long that ended before the error (batch elements, envelope members and params members),
+ * so that hostd can blank them out and let msgspec word the error at the same byte offset,
+ * reading little. For kinds 2 and 3, top, params and elems are None. Positions are byte offsets
+ * into line; key spans include their quotes.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -62,8 +66,8 @@ typedef struct {
     Py_ssize_t param_len[MAX_NAMES];
     int n_param;
     Py_ssize_t max_members;
-    Py_ssize_t big_min;
-    recs top, params, big;
+    Py_ssize_t big_min, max_elems, n_elems;
+    recs top, params, big, elems;
     Py_ssize_t max_depth;
     int too_many;
     int too_deep;
@@ -73,7 +77,7 @@ typedef struct {
 /* Appends x to r: -1 when out of memory; a match past max_members sets too_many instead (the big
  * values of an invalid line are not matches: at most one per big_min bytes, never refused). */
 static int push(scanner *s, recs *r, rec x) {
-    if (r != &s->big && r->n >= s->max_members) {
+    if (r != &s->big && r != &s->elems && r->n >= s->max_members) {
         s->too_many = 1;
         return 0;
     }
@@ -299,24 +303,31 @@ static int match(const char *const *names, const Py_ssize_t *lens, int count, co
 
 enum { IN_OBJECT = 1, IN_ARRAY = 2 };
 
-/* The walk: 0 valid, -1 invalid. Iterative, so no nesting depth can overflow the C stack. */
-static int walk(scanner *s, int *top_is_object) {
+/* The walk: 0 valid, -1 invalid. Iterative, so no nesting depth can overflow the C stack.
+ * Envelope members sit at depth E: 1 in an object line, 2 in each element object of a batch. */
+static int walk(scanner *s, int *top_kind) {
     Py_ssize_t cap = 256, depth = 0, pos = ws(s, 0);
     unsigned char *stack = malloc((size_t)cap);
     if (stack == NULL) {
         s->oom = 1;
         return -1;
     }
-    Py_ssize_t top_rec = -1;   /* index in s->top of the member whose value is being read */
-    Py_ssize_t param_rec = -1; /* index in s->params of the params member being read */
-    Py_ssize_t params_depth = -1; /* depth of the params object being read, or -1 */
-    Py_ssize_t start1 = 0, start2 = 0; /* where the member value being read at depth 1 / in params began */
+    Py_ssize_t top_rec = -1;      /* index in s->top of the envelope member whose value is being read */
+    Py_ssize_t param_rec = -1;    /* index in s->params of the params member being read */
+    Py_ssize_t params_depth = -1; /* depth inside the params object being read, or -1 */
+    Py_ssize_t start_env = 0, start_param = 0, start_elem = 0; /* where the value being read began */
     int result = -1;
-    *top_is_object = pos < s->n && s->p[pos] == '{';
+    unsigned char first = pos < s->n ? s->p[pos] : 0;
+    *top_kind = first == '{' ? 0 : first == '[' ? 5 : 1;
+    const Py_ssize_t E = first == '[' ? 2 : 1;
     for (;;) {
         /* a value starts at pos */
         if (pos >= s->n) goto done;
         unsigned char c = s->p[pos];
+        if (E == 2 && depth == 1) { /* a batch element */
+            start_elem = pos;
+            s->n_elems++;
+        }
         if (c == '{' || c == '[') {
             if (depth == cap) {
                 if (cap >= MAX_DEPTH) {
@@ -331,7 +342,7 @@ static int walk(scanner *s, int *top_is_object) {
                 stack = grown;
                 cap *= 2;
             }
-            if (depth == 1 && c == '{' && top_rec >= 0 && s->top.v[top_rec].a == s->params_index)
+            if (depth == E && c == '{' && top_rec >= 0 && s->top.v[top_rec].a == s->params_index)
                 params_depth = depth + 1;
             stack[depth++] = c == '{' ? IN_OBJECT : IN_ARRAY;
             if (depth > s->max_depth) s->max_depth = depth;
@@ -361,14 +372,18 @@ static int walk(scanner *s, int *top_is_object) {
         }
     after_value:
         /* a value ended at pos, in the container at depth (0: the whole text) */
-        if (depth == 1 && stack[0] == IN_OBJECT) {
+        if (depth == E && stack[depth - 1] == IN_OBJECT) { /* an envelope member's value */
             if (top_rec >= 0) s->top.v[top_rec].d = pos;
             top_rec = -1;
-            if (pos - start1 >= s->big_min && push(s, &s->big, (rec){start1, pos, 0, 0, 0}) < 0) goto done;
-        } else if (depth == 2 && params_depth == 2) {
+            if (pos - start_env >= s->big_min && push(s, &s->big, (rec){start_env, pos, 0, 0, 0}) < 0) goto done;
+        } else if (depth == E + 1 && params_depth == E + 1) { /* a params member's value */
             if (param_rec >= 0) s->params.v[param_rec].d = pos;
             param_rec = -1;
-            if (pos - start2 >= s->big_min && push(s, &s->big, (rec){start2, pos, 0, 0, 0}) < 0) goto done;
+            if (pos - start_param >= s->big_min && push(s, &s->big, (rec){start_param, pos, 0, 0, 0}) < 0)
+                goto done;
+        } else if (E == 2 && depth == 1) { /* a batch element */
+            if (s->elems.n < s->max_elems && push(s, &s->elems, (rec){start_elem, pos, 0, 0, 0}) < 0) goto done;
+            if (pos - start_elem >= s->big_min && push(s, &s->big, (rec){start_elem, pos, 0, 0, 0}) < 0) goto done;
         }
         pos = ws(s, pos);
         if (depth == 0) {
@@ -401,16 +416,17 @@ static int walk(scanner *s, int *top_is_object) {
         if (pos >= s->n || s->p[pos] != '"') goto done;
         {
             Py_ssize_t ks = pos;
-            if (depth == 1 || (depth == 2 && params_depth == 2)) {
+            int in_params = depth == E + 1 && params_depth == E + 1;
+            if (depth == E || in_params) {
                 unsigned char key[KEY_MAX];
                 Py_ssize_t klen = 0;
-                int poisoned = 0, fold = depth == 2;
-                if (string(s, &pos, 1, key, &klen, &poisoned, fold) < 0) goto done;
+                int poisoned = 0;
+                if (string(s, &pos, 1, key, &klen, &poisoned, in_params) < 0) goto done;
                 if (!poisoned) {
-                    if (depth == 1) {
+                    if (!in_params) {
                         int i = match(s->top_names, s->top_len, s->n_top, key, klen);
                         if (i >= 0) {
-                            rec r = {i, ks, 0, 0, 0};
+                            rec r = {i, ks, 0, 0, E == 2 ? s->n_elems - 1 : 0};
                             if (push(s, &s->top, r) < 0 || s->too_many) goto done;
                             top_rec = s->top.n - 1;
                         }
@@ -427,11 +443,11 @@ static int walk(scanner *s, int *top_is_object) {
         pos = ws(s, pos);
         if (pos >= s->n || s->p[pos] != ':') goto done;
         pos = ws(s, pos + 1);
-        if (depth == 1) {
-            start1 = pos;
+        if (depth == E) {
+            start_env = pos;
             if (top_rec >= 0) s->top.v[top_rec].c = pos;
-        } else if (depth == 2) {
-            start2 = pos;
+        } else if (depth == E + 1) {
+            start_param = pos;
             if (param_rec >= 0) s->params.v[param_rec].c = pos;
         }
         /* the member's value starts at pos: the loop's top reads it */
@@ -480,9 +496,9 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer line;
     PyObject *top_names, *param_names;
-    Py_ssize_t params_index, max_members, big_min;
-    if (!PyArg_ParseTuple(args, "y*O!nO!nn", &line, &PyTuple_Type, &top_names, &params_index, &PyTuple_Type,
-                          &param_names, &max_members, &big_min))
+    Py_ssize_t params_index, max_members, big_min, max_elems;
+    if (!PyArg_ParseTuple(args, "y*O!nO!nnn", &line, &PyTuple_Type, &top_names, &params_index, &PyTuple_Type,
+                          &param_names, &max_members, &big_min, &max_elems))
         return NULL;
     scanner s;
     memset(&s, 0, sizeof s);
@@ -491,39 +507,47 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     s.params_index = (int)params_index;
     s.max_members = max_members;
     s.big_min = big_min > 0 ? big_min : 1;
+    s.max_elems = max_elems;
     PyObject *result = NULL;
     if (names_from(top_names, s.top_names, s.top_len, &s.n_top) < 0 ||
         names_from(param_names, s.param_names, s.param_len, &s.n_param) < 0)
         goto out;
-    int valid, top_is_object = 0;
-    Py_BEGIN_ALLOW_THREADS valid = walk(&s, &top_is_object);
+    int valid, top_kind = 1;
+    Py_BEGIN_ALLOW_THREADS valid = walk(&s, &top_kind);
     Py_END_ALLOW_THREADS if (s.oom) {
         PyErr_NoMemory();
         goto out;
     }
     if (s.too_many || s.too_deep) {
-        result = Py_BuildValue("(inOO)", s.too_many ? 2 : 3, s.max_depth, Py_None, Py_None);
+        result = Py_BuildValue("(inOOOn)", s.too_many ? 2 : 3, s.max_depth, Py_None, Py_None, Py_None, s.n_elems);
         goto out;
     }
     if (valid < 0) {
         PyObject *big = records(&s.big, 2);
-        if (big != NULL) result = Py_BuildValue("(inON)", 4, s.max_depth, Py_None, big);
+        if (big != NULL) result = Py_BuildValue("(inONOn)", 4, s.max_depth, Py_None, big, Py_None, s.n_elems);
         goto out;
     }
-    PyObject *top = records(&s.top, 4);
+    PyObject *top = records(&s.top, 5);
     PyObject *params = top == NULL ? NULL : records(&s.params, 5);
-    if (params != NULL) result = Py_BuildValue("(inNN)", top_is_object ? 0 : 1, s.max_depth, top, params);
-    else Py_XDECREF(top);
+    PyObject *elems = params == NULL ? NULL : records(&s.elems, 2);
+    if (elems != NULL) {
+        result = Py_BuildValue("(inNNNn)", top_kind, s.max_depth, top, params, elems, s.n_elems);
+    } else {
+        Py_XDECREF(top);
+        Py_XDECREF(params);
+    }
 out:
     free(s.top.v);
     free(s.params.v);
     free(s.big.v);
+    free(s.elems.v);
     PyBuffer_Release(&line);
     return result;
 }
 
 static PyMethodDef methods[] = {
-    {"scan", scan, METH_VARARGS, "scan(line, top_names, params_index, param_names, max_members, big_min)."},
+    {"scan", scan, METH_VARARGS,
+     "scan(line, top_names, params_index, param_names, max_members, big_min, max_elems)."},
     {NULL, NULL, 0, NULL},
 };
 

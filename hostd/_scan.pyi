@@ -6,5 +6,13 @@ def scan(
     param_names: tuple[bytes, ...],
     max_members: int,
     big_min: int,
+    max_elems: int,
     /,
-) -> tuple[int, int, tuple[tuple[int, ...], ...] | None, tuple[tuple[int, ...], ...] | None]: ...
+) -> tuple[
+    int,
+    int,
+    tuple[tuple[int, ...], ...] | None,
+    tuple[tuple[int, ...], ...] | None,
+    tuple[tuple[int, ...], ...] | None,
+    int,
+]: ...

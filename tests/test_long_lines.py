@@ -76,6 +76,19 @@ CASES: dict[str, bytes] = {
     "deep junk in a nested struct": (
         b'{"jsonrpc":"2.0","id":30,"method":"host.http.do","params":{"request":{"url":"ftp://x/","junk":#}}}'
     ),
+    # Batches are scanned too: each element object is read as an object line is.
+    "a batch": (
+        b'[{"jsonrpc":"2.0","id":50,"method":"host.log","params":{"level":"debug","fields":{"d":#}}},'
+        b'{"jsonrpc":"2.0","id":51,"method":"hostd.hello"}]'
+    ),
+    "a batch with junk, Go-cased keys and non-objects": (
+        b'[{"jsonrpc":"2.0","id":52,"method":"host.log","params":{"LEVEL":"debug","junk":#}},[#],5,"@",'
+        b'{"jsonrpc":"2.0","id":53,"method":"host.nope","junk":#},{"jsonrpc":"2.0","id":[#],"method":"host.log"}]'
+    ),
+    "a batch of an answer and a notification": (
+        b'[{"jsonrpc":"2.0","id":"nobody","result":[#]},{"jsonrpc":"2.0","method":"host.log","params":{"d":#}}]'
+    ),
+    "a batch of 1,025 elements": b'["@"' + b",1" * 1024 + b"]",
     "nesting 700 deep after the pad": _line(b"31", b'"fields":{"d":#,"e":' + b"[" * 700 + b"]" * 700 + b"}"),
     "invalid UTF-8 in a key after the pad": _line(b"34", b'"fields":{"d":#},"\xff":1'),
     "nesting 5000 deep after the pad": _line(b"32", b'"fields":{"d":#,"e":' + b"[" * 5000 + b"]" * 5000 + b"}"),
@@ -107,7 +120,7 @@ async def test_a_long_line_is_answered_as_its_short_twin(hp: HostdProcess, name:
     assert hp.socket is not None
     template = CASES[name]
     answers: list[object] = []
-    silent = name in ("notification", "an answer nobody waits for")
+    silent = name in ("notification", "an answer nobody waits for", "a batch of an answer and a notification")
     async with await RawConn.open(hp.socket) as conn:
         for pad in (b"", PAD):
             line = template.replace(b"@", pad).replace(b"#", DEEP if pad else b"0")
@@ -116,8 +129,9 @@ async def test_a_long_line_is_answered_as_its_short_twin(hp: HostdProcess, name:
             # The sentinel proves a silent line got no answer (a task's answer may come after it).
             await conn.send(b'{"jsonrpc":"2.0","id":"sentinel","method":"hostd.hello"}\n')
             got = [await conn.line() for _ in range(1 if silent else 2)]
-            assert [a for a in got if a.get("id") == "sentinel"] != [], got
-            answers.append(next((a for a in got if a.get("id") != "sentinel"), None))
+            sentinel = [a for a in got if isinstance(a, dict) and a.get("id") == "sentinel"]
+            assert sentinel != [], got
+            answers.append(next((a for a in got if a not in sentinel), None))
     short, long = answers
     assert long == short, name
     assert (short is None) == silent
@@ -128,6 +142,8 @@ INVALID_AFTER_DEEP = {
     "an unpaired surrogate": _line(b"41", b'"junk":' + DEEP + b',"message":"\\ud800"'),
     "a control character": b'{"jsonrpc":"2.0","junk":' + DEEP + b',"id":42,"method":"host.log","x":"\x01"}',
     "a truncated line": _line(b"43", b'"fields":{"d":' + DEEP)[:-2],
+    "an invalid batch": b'[{"jsonrpc":"2.0","id":44,"method":"hostd.hello"},' + DEEP + b",{}," + DEEP + b",,]",
+    "a batch element in error": b'[{"jsonrpc":"2.0","id":45,"method":"host.log","params":{"fields":' + DEEP + b",}}]",
 }
 
 

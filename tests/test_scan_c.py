@@ -53,8 +53,13 @@ Scan = tuple[int, int, tuple[tuple[int, ...], ...] | None, tuple[tuple[int, ...]
 
 
 def run(line: bytes | bytearray, big_min: int = MANY, max_members: int = MANY) -> Scan:
-    result: Scan = scan(line, TOP, PARAMS, FOLDED, max_members, big_min)
-    return result
+    """The scan as the tests below read it: (kind, max_depth, top, params), with a batch's kind
+    5 read as 1 ("another value") and the element index of top records left out (the batch
+    tests at the end check both)."""
+    kind, depth, top, params, _, _ = scan(line, TOP, PARAMS, FOLDED, max_members, big_min, MANY)
+    if top is not None:
+        top = tuple(record[:4] for record in top)
+    return (1 if kind == 5 else kind), depth, top, params
 
 
 def msgspec_error(line: bytes) -> str | None:
@@ -482,17 +487,68 @@ def test_every_params_object_has_its_records() -> None:
 
 def test_names_must_be_tuples_of_bytes_and_the_line_any_bytes_like() -> None:
     line = b'{"id":7}'
-    assert scan(bytearray(line), TOP, PARAMS, FOLDED, MANY, MANY) == (0, 1, ((1, 1, 6, 7),), ())
-    assert scan(memoryview(line), TOP, PARAMS, FOLDED, MANY, MANY)[0] == 0
+    assert scan(bytearray(line), TOP, PARAMS, FOLDED, MANY, MANY, MANY) == (0, 1, ((1, 1, 6, 7, 0),), (), (), 0)
+    assert scan(memoryview(line), TOP, PARAMS, FOLDED, MANY, MANY, MANY)[0] == 0
     with pytest.raises(TypeError):
-        scan(line, list(TOP), PARAMS, FOLDED, MANY, MANY)
+        scan(line, list(TOP), PARAMS, FOLDED, MANY, MANY, MANY)
     with pytest.raises(TypeError):
-        scan(line, TOP, PARAMS, list(FOLDED), MANY, MANY)
+        scan(line, TOP, PARAMS, list(FOLDED), MANY, MANY, MANY)
     with pytest.raises(TypeError):
-        scan(line, ("id",), PARAMS, FOLDED, MANY, MANY)
+        scan(line, ("id",), PARAMS, FOLDED, MANY, MANY, MANY)
     with pytest.raises(TypeError):
-        scan(line, TOP, PARAMS, (b"ID", 1), MANY, MANY)
+        scan(line, TOP, PARAMS, (b"ID", 1), MANY, MANY, MANY)
     with pytest.raises(TypeError):
-        scan(line, (b"x",) * 257, PARAMS, FOLDED, MANY, MANY)
+        scan(line, (b"x",) * 257, PARAMS, FOLDED, MANY, MANY, MANY)
     with pytest.raises(TypeError):
-        scan(line.decode(), TOP, PARAMS, FOLDED, MANY, MANY)
+        scan(line.decode(), TOP, PARAMS, FOLDED, MANY, MANY, MANY)
+
+
+# --- batches ------------------------------------------------------------------------------
+
+
+def test_a_batch_reports_its_elements_and_each_element_object_as_an_envelope() -> None:
+    elements = [
+        b'{"jsonrpc":"2.0","id":1,"method":"host.log","params":{"Level":"info","junk":[1]}}',
+        b"[1,2]",
+        b'"text"',
+        b'{"id":2,"params":{"kind":"x"},"params":[]}',
+        b"{}",
+    ]
+    line = b"[ " + b" , ".join(elements) + b" ]"
+    kind, depth, top, params, elems, count = scan(line, TOP, PARAMS, FOLDED, MANY, MANY, MANY)
+    assert (kind, depth, count) == (5, 4, len(elements))
+    assert elems is not None and [line[a:b] for a, b in elems] == elements
+    assert top is not None and params is not None
+    # Envelope members of element objects only, with the element each is in.
+    assert [(TOP[r[0]], r[4]) for r in top] == [
+        (b"jsonrpc", 0),
+        (b"id", 0),
+        (b"method", 0),
+        (b"params", 0),
+        (b"id", 3),
+        (b"params", 3),
+        (b"params", 3),
+    ]
+    assert [(line[r[0] : r[1]], line[r[2] : r[3]], r[4]) for r in params] == [
+        (b'"Level"', b'"info"', 3),
+        (b'"kind"', b'"x"', 5),
+    ]
+
+
+def test_a_batch_counts_every_element_and_reports_the_first_max_elems() -> None:
+    line = b"[" + b",".join([b"1"] * 5000) + b"]"
+    kind, _, _, _, elems, count = scan(line, TOP, PARAMS, FOLDED, MANY, MANY, 1024)
+    assert (kind, count) == (5, 5000)
+    assert elems is not None and len(elems) == 1024
+
+
+def test_an_invalid_batch_reports_its_big_elements_before_the_error() -> None:
+    big = b"[" + b"1," * 100 + b"1]"
+    line = b'[{"id":1},' + big + b"," + big + b",,]"
+    kind, _, _, spans, _, count = scan(line, TOP, PARAMS, FOLDED, MANY, 64, MANY)
+    assert kind == 4 and count == 4
+    assert spans is not None and [line[a:b] for a, b in spans] == [big, big]
+    blanked = bytearray(line)
+    for a, b in spans:
+        blanked[a:b] = b"0" + b" " * (b - a - 1)
+    assert msgspec_error(bytes(blanked)) == msgspec_error(line) is not None

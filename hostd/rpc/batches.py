@@ -1,12 +1,59 @@
-"""One JSON-RPC batch's answers, collected and written as one array when its last element ends."""
+"""JSON-RPC batches: one array line, its elements answered one by one (JSON-RPC 2.0 with
+``limits.max_batch``: an empty or longer batch is one error and nothing in it runs), their
+answers collected and written as one array when the last element ends."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+import msgspec
+
+from hostd.errors import InvalidRequest, ParseError, WireError
+from hostd.rpc.messages import Envelope, PeerAnswer, decode_envelope, encode_error, raw_list_decoder
+
 if TYPE_CHECKING:
+    from hostd.rpc.dispatch import Dispatcher, Reply
     from hostd.rpc.outbox import Outbox
+
+# One decoded element: what decode_envelope made of it (or the scanner: params typed already), its size.
+Element = tuple[Envelope | WireError | PeerAnswer, int, bool]
+
+
+def answer_batch(dispatcher: Dispatcher, data: bytes, reply: Reply) -> None:
+    """A batch line, read the usual way: its elements decoded one at a time as they are served."""
+    try:
+        items = raw_list_decoder.decode(data)
+    except RecursionError:
+        dispatcher.fail(reply, ParseError("parse error: nesting too deep"))
+        return
+    except msgspec.DecodeError as e:
+        dispatcher.fail(reply, ParseError(f"parse error: {e}"))
+        return
+    run_batch(dispatcher, reply, len(items), ((decode_envelope(raw), len(raw), False) for raw in items))
+
+
+def run_batch(dispatcher: Dispatcher, reply: Reply, count: int, elements: Iterable[Element]) -> None:
+    """Serve a batch of ``count`` elements; each element counts against ``max_in_flight`` in order."""
+    if not count:
+        dispatcher.fail(reply, InvalidRequest("invalid request: empty batch"))
+        return
+    limit = dispatcher.session.services.config.limits.max_batch
+    if count > limit:
+        dispatcher.fail(reply, InvalidRequest(f"batch too large (max {limit} elements)"))
+        return
+    # Written with a flush of its own: its last element may end long after this line.
+    batch = Batch(dispatcher.session.outbox, count + 1)  # +1 until every element is dispatched
+    for env, size, typed in elements:
+        if isinstance(env, PeerAnswer):
+            dispatcher.session.peer.answer_unreadable()
+            batch.done_one()
+        elif isinstance(env, WireError):
+            batch.add(encode_error(None, env))
+            batch.done_one()
+        else:
+            dispatcher.envelope(env, batch.add, batch, size, typed)
+    batch.done_one()
 
 
 class Batch:

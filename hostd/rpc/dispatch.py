@@ -10,8 +10,8 @@ request is :meth:`Dispatcher._error`: a :class:`~hostd.errors.WireError` is answ
 itself, anything else as ``-32603`` ``internal error in <method>``, logged once with its
 traceback under the plugin id.
 
-Batches follow JSON-RPC 2.0 with ``limits.max_batch``; each element counts against
-``max_in_flight`` in order, and the answer array is written when the last element ends.
+Batches (:mod:`hostd.rpc.batches`) follow JSON-RPC 2.0 with ``limits.max_batch``; each element
+counts against ``max_in_flight`` in order, and the answer array is written when the last ends.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from hostd.errors import (
     WireError,
 )
 from hostd.faults import FAULTS_ON, inject, log_fault
-from hostd.rpc.batches import Batch
+from hostd.rpc.batches import Batch, answer_batch
 from hostd.rpc.messages import (
     ID_LIMIT,
     LONG_LINE,
@@ -47,7 +47,6 @@ from hostd.rpc.messages import (
     decode_long,
     encode_error,
     encode_result,
-    raw_list_decoder,
 )
 from hostd.rpc.methods import NOT_READY, CallContext, Held, Method
 from hostd.rpc.peer_calls import CANCEL_METHOD
@@ -119,7 +118,7 @@ class Dispatcher:
                 if len(line) > self.max_line:  # answers never come in batches
                     self._fail(reply, None, None, InvalidRequest("message too large"))
                     return
-                self._batch(line, reply)
+                answer_batch(self, line, reply)
                 return
         if LONG_LINE < len(line) <= self.max_line:
             typed = decode_long(line, self.decoder)
@@ -146,37 +145,6 @@ class Dispatcher:
     def fail(self, reply: Reply, err: WireError) -> None:
         """Answer a line that could not be read (``id: null``)."""
         self._fail(reply, None, None, err)
-
-    def _batch(self, data: bytes, reply: Reply) -> None:
-        try:
-            items = raw_list_decoder.decode(data)
-        except RecursionError:
-            self._fail(reply, None, None, ParseError("parse error: nesting too deep"))
-            return
-        except msgspec.DecodeError as e:
-            self._fail(reply, None, None, ParseError(f"parse error: {e}"))
-            return
-        if not items:
-            self._fail(reply, None, None, InvalidRequest("invalid request: empty batch"))
-            return
-        limit = self.session.services.config.limits.max_batch
-        if len(items) > limit:
-            self._fail(reply, None, None, InvalidRequest(f"batch too large (max {limit} elements)"))
-            return
-        # Written with a flush of its own: its last element may end long after this line.
-        batch = Batch(self.session.outbox, len(items) + 1)  # +1 until every element is dispatched
-        for raw in items:
-            env = decode_envelope(raw)
-            if isinstance(env, PeerAnswer):
-                self.session.peer.answer_unreadable()
-                batch.done_one()
-                continue
-            if isinstance(env, WireError):
-                batch.add(encode_error(None, env))
-                batch.done_one()
-                continue
-            self.envelope(env, batch.add, batch, len(raw))
-        batch.done_one()
 
     # One message --------------------------------------------------------------------------
 

@@ -23,14 +23,13 @@ Every answer is the one the usual path gives: the scanner accepts only what msgs
 would only have skipped. Nesting deeper than 512 is checked against msgspec's own limit with
 a probe of that depth. An invalid line is answered by msgspec reading it with the big values
 that ended before the error blanked out by spaces (so its message names the same byte). The
-usual way is kept for more than ``MAX_MEMBERS`` members spelled like fields, and for lines
-that are not objects (batches).
+usual way is kept for more than ``MAX_MEMBERS`` members spelled like fields. A batch (a line
+that is an array) is scanned the same way: its element count is known before anything is
+decoded, and each element object is read as an object line is.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
@@ -38,16 +37,15 @@ from typing import TYPE_CHECKING, Any, cast
 import msgspec
 
 from hostd.errors import InvalidRequest, ParseError, WireError
-from hostd.faults import FAULTS_ON, inject, log_fault
+from hostd.faults import FAULTS_ON, inject
 from hostd.gocompat import fold_name
-from hostd.rpc.budget import Budget
+from hostd.rpc.batches import run_batch
 from hostd.rpc.messages import LONG_LINE, Envelope, ParamsDecoder, PeerAnswer, decode_envelope
 from hostd.rpc.params import fold_object
 
 if TYPE_CHECKING:
     from hostd.rpc.dispatch import Dispatcher, Reply
     from hostd.rpc.methods import Method
-    from hostd.rpc.session import Session
 
 _scan: Callable[..., Any] | None
 try:
@@ -65,8 +63,6 @@ _key = msgspec.json.Decoder(str).decode
 _skip = msgspec.json.Decoder(msgspec.Raw).decode
 _encode = msgspec.json.encode
 _NONCE = os.urandom(8).hex().encode()  # a plugin cannot write a token by chance
-# Bytes of long lines queued for the scanner across all sessions (LongLines).
-WAITING = Budget(1024 * 1024 * 1024)
 
 
 def available() -> bool:
@@ -89,7 +85,7 @@ class _Names:
 _names: dict[int, _Names] = {}  # by id() of a method table: the tables live as long as hostd
 
 
-def _names_of(methods: Mapping[str, Method[Any]]) -> _Names:
+def names_of(methods: Mapping[str, Method[Any]]) -> _Names:
     names = _names.get(id(methods))
     if names is None:
         names = _names[id(methods)] = _Names(methods)
@@ -117,16 +113,18 @@ def _fields_of(decoder: ParamsDecoder) -> _Fields:
     return fields
 
 
-# (kind, max_depth, top, params): see hostd/_scan.c
-Scan = tuple[int, int, tuple[tuple[int, ...], ...] | None, tuple[tuple[int, ...], ...] | None]
+Records = tuple[tuple[int, ...], ...]
+# (kind, max_depth, top, params, elems, n_elems): see hostd/_scan.c
+Scan = tuple[int, int, Records | None, Records | None, Records | None, int]
+OBJECT, BATCH, TOO_MANY, TOO_DEEP, INVALID = 0, 5, 2, 3, 4  # the kinds that matter here
 
 
-def scan_line(line: bytes, names: _Names) -> Scan:
+def scan_line(line: bytes, names: _Names, max_elems: int) -> Scan:
     """The C pass (in a worker thread: it releases the GIL)."""
     assert _scan is not None
     if FAULTS_ON:
         inject("scan")
-    result: Scan = _scan(line, _TOP, _PARAMS, names.folded, MAX_MEMBERS, BIG)
+    result: Scan = _scan(line, _TOP, _PARAMS, names.folded, MAX_MEMBERS, BIG, max_elems)
     return result
 
 
@@ -149,23 +147,45 @@ class _Tokens:
         return raw if span is None else msgspec.Raw(self.view[span[0] : span[1]])
 
 
-def rebuild(
-    line: bytes, scan: Scan, decoders: Callable[[str], ParamsDecoder | None]
-) -> tuple[Envelope, bool] | WireError | PeerAnswer | None:
-    """What the whole line decodes to, read from the small one; None: go the usual way.
+Rebuilt = tuple[Envelope, bool] | WireError | PeerAnswer
+
+
+def rebuild(line: bytes, scan: Scan, decoders: Callable[[str], ParamsDecoder | None]) -> Rebuilt | None:
+    """What the whole object line decodes to, read from the small one; None: go the usual way.
     ``(env, typed)``: typed when ``env.params`` is the method's struct already."""
-    kind, depth, top, params = scan
-    if kind == 3 or (depth > SAFE_DEPTH and _too_deep(depth)):
+    kind, depth, top, params, _, _ = scan
+    if kind == TOO_DEEP or (depth > SAFE_DEPTH and _too_deep(depth)):
         return ParseError("parse error: nesting too deep")
-    if kind == 4 and params is not None:
+    if kind == INVALID and params is not None:
         return _invalid(line, params)
-    if kind != 0 or top is None or params is None:
+    if kind != OBJECT or top is None or params is None:
         return None
-    view = memoryview(line)
+    return _one(line, memoryview(line), top, 0, len(top), _by_member(params), decoders)
+
+
+def _by_member(params: Records) -> dict[int, list[tuple[int, ...]]]:
+    """The params records grouped by the envelope member (its ordinal in top) they belong to."""
+    grouped: dict[int, list[tuple[int, ...]]] = {}
+    for record in params:
+        grouped.setdefault(record[4], []).append(record)
+    return grouped
+
+
+def _one(
+    line: bytes,
+    view: memoryview,
+    top: Records,
+    lo: int,
+    hi: int,
+    params: dict[int, list[tuple[int, ...]]],
+    decoders: Callable[[str], ParamsDecoder | None],
+) -> Rebuilt:
+    """One envelope object, from its members ``top[lo:hi]``."""
     tokens = _Tokens(view)
     parts: list[bytes | memoryview] = []
     params_at = -1
-    for ordinal, (index, key_start, start, end) in enumerate(top):
+    for ordinal in range(lo, hi):
+        index, key_start, start, end, _ = top[ordinal]
         parts.append(b"," if parts else b"{")
         if index == _PARAMS:
             params_at = ordinal
@@ -186,9 +206,7 @@ def rebuild(
     fields = _fields_of(decoder)
     members: dict[str, msgspec.Raw] = {}
     swapped = False
-    for key_start, key_end, start, end, ordinal in params:
-        if ordinal != params_at:
-            continue  # an earlier params member: the envelope keeps the last
+    for key_start, key_end, start, end, _ in params.get(params_at, ()):  # the last params member's
         key = _key(view[key_start:key_end])
         field = fields.by_fold.get(fold_name(key))
         if field is None:
@@ -222,6 +240,31 @@ def rebuild(
     return env, True
 
 
+def _elements(
+    line: bytes, scan: Scan, decoders: Callable[[str], ParamsDecoder | None]
+) -> Iterator[tuple[Envelope | WireError | PeerAnswer, int, bool]]:
+    """A batch's elements, each as ``batches.answer_batch`` would decode it, one at a time."""
+    _, _, top, params, elems, _ = scan
+    assert top is not None and params is not None and elems is not None
+    view = memoryview(line)
+    grouped = _by_member(params)
+    bounds: dict[int, list[int]] = {}  # element -> [first, last + 1] of its members in top
+    for ordinal, record in enumerate(top):
+        bounds.setdefault(record[4], [ordinal, ordinal])[1] = ordinal + 1
+    for element, (start, end) in enumerate(elems):
+        first = line[start]
+        if first != ord("{"):  # not an object: the same error from a small value of the same kind
+            small = b"[]" if first == ord("[") else b'""' if first == ord('"') else view[start:end]
+            yield decode_envelope(bytes(small)), end - start, False
+            continue
+        lo, hi = bounds.get(element, (0, 0))
+        out = _one(line, view, top, lo, hi, grouped, decoders)
+        if isinstance(out, tuple):
+            yield out[0], end - start, out[1]
+        else:
+            yield out, end - start, False
+
+
 def _invalid(line: bytes, big: tuple[tuple[int, ...], ...]) -> WireError | None:
     """The usual answer to a line that is not JSON, read with the big values that ended before
     the error blanked out (``0`` and spaces: every byte offset stays where it was, so msgspec
@@ -248,6 +291,15 @@ def _too_deep(depth: int) -> bool:
 
 def answer(dispatcher: Dispatcher, line: bytes, scan: Scan | None, reply: Reply) -> None:
     """Answer one scanned line as ``Dispatcher.line`` would answer it."""
+    if line[:1] == b"[" and len(line) > dispatcher.max_line:  # answers never come in batches
+        dispatcher.fail(reply, InvalidRequest("message too large"))
+        return
+    if scan is not None and scan[0] == BATCH and scan[4] is not None:
+        if scan[1] > SAFE_DEPTH and _too_deep(scan[1]):
+            dispatcher.fail(reply, ParseError("parse error: nesting too deep"))
+        else:
+            run_batch(dispatcher, reply, scan[5], _elements(line, scan, dispatcher.decoder))
+        return
     out = None if scan is None else rebuild(line, scan, dispatcher.decoder)
     if out is None:
         dispatcher.line(line, reply)
@@ -264,96 +316,5 @@ def answer(dispatcher: Dispatcher, line: bytes, scan: Scan | None, reply: Reply)
 
 
 def takes(line: bytes | None) -> bool:
-    """Is this line read the scanned way?"""
-    return _scan is not None and line is not None and len(line) > LONG_LINE and line[:1] == b"{"
-
-
-class LongLines:
-    """A session's lines from a long one on: scanned (or answered) one at a time, in order.
-
-    While it runs, the session's reading is paused and lines that still arrive queue behind;
-    the peer's EOF waits for the queue too (``eof_pending``). Queued lines are counted
-    daemon-wide (``WAITING``, bounded by ``max_total_request_bytes``: a count of its own, so a
-    queued line never makes the dispatcher refuse a call) until they are dispatched; a long
-    line met while that count is full is decoded on the loop instead (memory stays bounded,
-    only latency suffers).
-    Owned by the session: its task is one of the session's own (cancelled with it), and a
-    fault in it is that line's."""
-
-    __slots__ = ("eof_pending", "held", "queue", "session")
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.queue: collections.deque[bytes | None] | None = None
-        self.eof_pending = False
-        self.held = 0  # bytes of queued lines counted in WAITING
-
-    @property
-    def active(self) -> bool:
-        return self.queue is not None
-
-    def start(self, line: bytes, rest: Iterator[bytes | None]) -> None:
-        self.queue = collections.deque()
-        self.extend([line, *rest])
-        self.session.pause_input()
-        self.session.spawn(self._run(), name="long lines")
-
-    def extend(self, lines: list[bytes | None]) -> None:
-        assert self.queue is not None
-        self.queue.extend(lines)
-        size = sum(len(line) for line in lines if line is not None)
-        self.held += size
-        WAITING.limit = self.session.services.config.limits.max_total_request_bytes
-        WAITING.total += size
-
-    async def _run(self) -> None:
-        session = self.session
-        dispatcher = session.dispatcher
-        names = _names_of(session.methods)
-        loop = asyncio.get_running_loop()
-        queue = self.queue
-        assert queue is not None
-        reply = session.outbox.queue
-        budget = WAITING
-        try:
-            while queue:
-                line = queue.popleft()
-                held = 0 if line is None else len(line)
-                try:
-                    if line is None:
-                        dispatcher.fail(reply, InvalidRequest("message too large"))
-                    elif takes(line) and budget.total <= budget.limit:
-                        try:
-                            scan = await loop.run_in_executor(None, scan_line, line, names)
-                            session.services.counters.lines_scanned += 1
-                        except Exception as e:  # a scanner fault: the usual way still answers the line
-                            log_fault(session.services.logger, "line scan failed", e, session=session.id)
-                            scan = None
-                        held = self._release(held)  # from here the dispatcher counts what it serves
-                        answer(dispatcher, line, scan, reply)
-                    else:
-                        held = self._release(held)
-                        dispatcher.line(line, reply)
-                except Exception as e:  # the line boundary, as in Session._feed
-                    session.line_failed(e, reply)
-                finally:
-                    self._release(held)
-                session.outbox.flush()
-        finally:
-            self._done()
-
-    def _release(self, size: int) -> int:
-        self.held -= size
-        WAITING.total -= size
-        return 0
-
-    def _done(self) -> None:
-        self.queue = None
-        session = self.session
-        WAITING.total -= self.held  # lines never dispatched (the session was cancelled)
-        self.held = 0
-        if self.eof_pending:
-            self.eof_pending = False
-            session.eof()
-        else:
-            session.resume_input()
+    """Is this line read the scanned way? (An object or a batch over ``LONG_LINE``.)"""
+    return _scan is not None and line is not None and len(line) > LONG_LINE and line[:1] in (b"{", b"[")

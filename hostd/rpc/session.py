@@ -32,11 +32,11 @@ from hostd.errors import HostCallFailed, InternalError, InvalidRequest
 from hostd.faults import FAULTS_ON, armed, guarded, inject, log_fault, run_callbacks
 from hostd.rpc.dispatch import Dispatcher
 from hostd.rpc.framing import LineFramer
+from hostd.rpc.long_lines import LongLines, takes
 from hostd.rpc.messages import encode_error, envelope_decoder
 from hostd.rpc.methods import Method
 from hostd.rpc.outbox import Outbox, Output
 from hostd.rpc.peer_calls import PeerCalls
-from hostd.rpc.scan import LongLines, takes
 
 if TYPE_CHECKING:
     from hostd.config import Config
