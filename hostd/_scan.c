@@ -25,8 +25,12 @@
  *   params     (key_start, key_end, value_start, value_end, top_ordinal) for every member of an
  *              object-valued envelope member named top_names[params_index] (top_ordinal: the
  *              index of that member in top) whose key, folded as Go's encoding/json folds a key
- *              against ASCII names (ASCII letters upper-cased, U+017F to S, U+212A to K), is
- *              one of param_names (given folded);
+ *              against ASCII names (ASCII letters upper-cased, U+017F to S, U+212A to K), folds
+ *              as one of param_names (the fields' own spellings) does: one record per field and
+ *              params object, the member that hostd's Go-style decode takes (keys in
+ *              first-occurrence order with their last values; the exact spelling wins, else the
+ *              folded spelling met last), in the order of each field's first member, so that a
+ *              million spellings of one field cost one record;
  *   elems      (value_start, value_end) of the first max_elems batch elements;
  *   n_elems    how many elements the batch has (every one counted).
  * For kind 4, params lists instead (value_start, value_end) of every value at least big_min
@@ -51,6 +55,91 @@ typedef struct {
 } rec;
 
 typedef struct {
+    Py_ssize_t ks, ke, vs, ve;
+    int set;
+} slot;
+
+/* A set of (params object, field, spelling): the folded spellings met so far. */
+typedef struct {
+    uint64_t *hash; /* 0: empty */
+    unsigned char (*key)[KEY_MAX + 2]; /* [0]: length, [1]: field, then the bytes */
+    int *pid;
+    size_t cap, used;
+} seen;
+
+static uint64_t fnv(int pid, int field, const unsigned char *k, Py_ssize_t n) {
+    uint64_t h = 1469598103934665603ULL ^ ((uint64_t)pid << 8) ^ (uint64_t)field;
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ k[i]) * 1099511628211ULL;
+    return h ? h : 1;
+}
+
+/* 1 if (pid, field, k) was in the set, 0 if it was added, -1 when out of memory. */
+static int seen_add(seen *t, int pid, int field, const unsigned char *k, Py_ssize_t n) {
+    if (t->used * 2 >= t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        uint64_t *hash = calloc(cap, sizeof *hash);
+        unsigned char(*key)[KEY_MAX + 2] = malloc(cap * sizeof *key);
+        int *pids = malloc(cap * sizeof *pids);
+        if (hash == NULL || key == NULL || pids == NULL) {
+            free(hash);
+            free(key);
+            free(pids);
+            return -1;
+        }
+        for (size_t i = 0; i < t->cap; i++) {
+            if (!t->hash[i]) continue;
+            size_t j = t->hash[i] & (cap - 1);
+            while (hash[j]) j = (j + 1) & (cap - 1);
+            hash[j] = t->hash[i];
+            memcpy(key[j], t->key[i], sizeof key[j]);
+            pids[j] = t->pid[i];
+        }
+        free(t->hash);
+        free(t->key);
+        free(t->pid);
+        t->hash = hash;
+        t->key = key;
+        t->pid = pids;
+        t->cap = cap;
+    }
+    uint64_t h = fnv(pid, field, k, n);
+    size_t j = h & (t->cap - 1);
+    while (t->hash[j]) {
+        if (t->hash[j] == h && t->pid[j] == pid && t->key[j][1] == field && t->key[j][0] == n &&
+            memcmp(t->key[j] + 2, k, (size_t)n) == 0)
+            return 1;
+        j = (j + 1) & (t->cap - 1);
+    }
+    t->hash[j] = h;
+    t->pid[j] = pid;
+    t->key[j][0] = (unsigned char)n;
+    t->key[j][1] = (unsigned char)field;
+    memcpy(t->key[j] + 2, k, (size_t)n);
+    t->used++;
+    return 0;
+}
+
+/* A decoded key folded as Go folds it against ASCII names (0: it can match none). */
+static int fold_utf8(const unsigned char *k, Py_ssize_t n, unsigned char *out) {
+    Py_ssize_t i = 0, o = 0;
+    while (i < n) {
+        if (k[i] < 0x80) {
+            out[o++] = (k[i] >= 'a' && k[i] <= 'z') ? (unsigned char)(k[i] - 32) : k[i];
+            i++;
+        } else if (n - i >= 2 && k[i] == 0xC5 && k[i + 1] == 0xBF) { /* U+017F */
+            out[o++] = 'S';
+            i += 2;
+        } else if (n - i >= 3 && k[i] == 0xE2 && k[i + 1] == 0x84 && k[i + 2] == 0xAA) { /* U+212A */
+            out[o++] = 'K';
+            i += 3;
+        } else {
+            return -1;
+        }
+    }
+    return (int)o;
+}
+
+typedef struct {
     rec *v;
     Py_ssize_t n, cap;
 } recs;
@@ -62,9 +151,16 @@ typedef struct {
     Py_ssize_t top_len[MAX_NAMES];
     int n_top;
     int params_index;
-    const char *param_names[MAX_NAMES];
+    const char *param_names[MAX_NAMES]; /* field names as spelled (exact keys) */
     Py_ssize_t param_len[MAX_NAMES];
+    unsigned char param_folded[MAX_NAMES][KEY_MAX]; /* the same, folded */
     int n_param;
+    /* The params object being read: per field name, the member that wins (see winners()). */
+    slot exact_w[MAX_NAMES], fold_w[MAX_NAMES];
+    unsigned char cand[MAX_NAMES][KEY_MAX]; /* the spelling of fold_w[i] */
+    Py_ssize_t cand_len[MAX_NAMES], first_pos[MAX_NAMES];
+    int pid;      /* which params object (spellings are remembered per object) */
+    seen spellings;
     Py_ssize_t max_members;
     Py_ssize_t big_min, max_elems, n_elems;
     recs top, params, big, elems;
@@ -303,6 +399,70 @@ static int match(const char *const *names, const Py_ssize_t *lens, int count, co
 
 enum { IN_OBJECT = 1, IN_ARRAY = 2 };
 
+static void open_params(scanner *s) {
+    s->pid++;
+    for (int i = 0; i < s->n_param; i++) {
+        s->exact_w[i].set = s->fold_w[i].set = 0;
+        s->cand_len[i] = -1;
+        s->first_pos[i] = -1;
+    }
+}
+
+/* The params object just closed: one record per field it names, the member that wins as
+ * hostd's Go-style decode picks it (ParamsDecoder.recover: keys in first-occurrence order, each
+ * with its last value; an exact key wins, else the folded spelling met last), in the order the
+ * decode would meet the field (its first member). */
+static int close_params(scanner *s, Py_ssize_t top_ordinal) {
+    int order[MAX_NAMES], n = 0;
+    for (int i = 0; i < s->n_param; i++) {
+        if (!s->exact_w[i].set && !s->fold_w[i].set) continue;
+        int j = n++;
+        while (j > 0 && s->first_pos[order[j - 1]] > s->first_pos[i]) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = i;
+    }
+    for (int j = 0; j < n; j++) {
+        int i = order[j];
+        const slot *w = s->exact_w[i].set ? &s->exact_w[i] : &s->fold_w[i];
+        if (push(s, &s->params, (rec){w->ks, w->ke, w->vs, w->ve, top_ordinal}) < 0) return -1;
+    }
+    return 0;
+}
+
+/* A key of the params object being read: which member it is, if it names a field. */
+static slot *param_key(scanner *s, const unsigned char *key, Py_ssize_t klen, Py_ssize_t ks, Py_ssize_t ke) {
+    unsigned char folded[KEY_MAX];
+    int n = fold_utf8(key, klen, folded);
+    if (n < 0) return NULL;
+    int i;
+    for (i = 0; i < s->n_param; i++)
+        if (s->param_len[i] == n && memcmp(s->param_folded[i], folded, (size_t)n) == 0) break;
+    if (i == s->n_param) return NULL;
+    if (s->first_pos[i] < 0) s->first_pos[i] = ks;
+    slot *w;
+    if (klen == s->param_len[i] && memcmp(key, s->param_names[i], (size_t)klen) == 0) {
+        w = &s->exact_w[i];
+    } else if (s->cand_len[i] == klen && memcmp(s->cand[i], key, (size_t)klen) == 0) {
+        w = &s->fold_w[i];
+    } else {
+        int had = seen_add(&s->spellings, s->pid, i, key, klen);
+        if (had < 0) {
+            s->oom = 1;
+            return NULL;
+        }
+        if (had) return NULL; /* an older spelling: a later one wins over it */
+        memcpy(s->cand[i], key, (size_t)klen);
+        s->cand_len[i] = klen;
+        w = &s->fold_w[i];
+    }
+    w->ks = ks;
+    w->ke = ke;
+    w->set = 1;
+    return w;
+}
+
 /* The walk: 0 valid, -1 invalid. Iterative, so no nesting depth can overflow the C stack.
  * Envelope members sit at depth E: 1 in an object line, 2 in each element object of a batch. */
 static int walk(scanner *s, int *top_kind) {
@@ -313,7 +473,7 @@ static int walk(scanner *s, int *top_kind) {
         return -1;
     }
     Py_ssize_t top_rec = -1;      /* index in s->top of the envelope member whose value is being read */
-    Py_ssize_t param_rec = -1;    /* index in s->params of the params member being read */
+    slot *param_w = NULL;         /* the winner slot of the params member being read */
     Py_ssize_t params_depth = -1; /* depth inside the params object being read, or -1 */
     Py_ssize_t start_env = 0, start_param = 0, start_elem = 0; /* where the value being read began */
     int result = -1;
@@ -342,8 +502,10 @@ static int walk(scanner *s, int *top_kind) {
                 stack = grown;
                 cap *= 2;
             }
-            if (depth == E && c == '{' && top_rec >= 0 && s->top.v[top_rec].a == s->params_index)
+            if (depth == E && c == '{' && top_rec >= 0 && s->top.v[top_rec].a == s->params_index) {
                 params_depth = depth + 1;
+                open_params(s);
+            }
             stack[depth++] = c == '{' ? IN_OBJECT : IN_ARRAY;
             if (depth > s->max_depth) s->max_depth = depth;
             pos = ws(s, pos + 1);
@@ -351,7 +513,10 @@ static int walk(scanner *s, int *top_kind) {
             if (s->p[pos] == (c == '{' ? '}' : ']')) {
                 pos++;
                 depth--;
-                if (params_depth == depth + 1) params_depth = -1;
+                if (params_depth == depth + 1) {
+                    params_depth = -1;
+                    if (close_params(s, top_rec) < 0) goto done;
+                }
                 goto after_value;
             }
             if (c == '[') continue;
@@ -377,8 +542,8 @@ static int walk(scanner *s, int *top_kind) {
             top_rec = -1;
             if (pos - start_env >= s->big_min && push(s, &s->big, (rec){start_env, pos, 0, 0, 0}) < 0) goto done;
         } else if (depth == E + 1 && params_depth == E + 1) { /* a params member's value */
-            if (param_rec >= 0) s->params.v[param_rec].d = pos;
-            param_rec = -1;
+            if (param_w != NULL) param_w->ve = pos;
+            param_w = NULL;
             if (pos - start_param >= s->big_min && push(s, &s->big, (rec){start_param, pos, 0, 0, 0}) < 0)
                 goto done;
         } else if (E == 2 && depth == 1) { /* a batch element */
@@ -396,7 +561,10 @@ static int walk(scanner *s, int *top_kind) {
             if (c == '}') {
                 pos++;
                 depth--;
-                if (params_depth == depth + 1) params_depth = -1;
+                if (params_depth == depth + 1) {
+                    params_depth = -1;
+                    if (close_params(s, top_rec) < 0) goto done;
+                }
                 goto after_value;
             }
             if (c != ',') goto done;
@@ -421,7 +589,7 @@ static int walk(scanner *s, int *top_kind) {
                 unsigned char key[KEY_MAX];
                 Py_ssize_t klen = 0;
                 int poisoned = 0;
-                if (string(s, &pos, 1, key, &klen, &poisoned, in_params) < 0) goto done;
+                if (string(s, &pos, 1, key, &klen, &poisoned, 0) < 0) goto done;
                 if (!poisoned) {
                     if (!in_params) {
                         int i = match(s->top_names, s->top_len, s->n_top, key, klen);
@@ -430,10 +598,9 @@ static int walk(scanner *s, int *top_kind) {
                             if (push(s, &s->top, r) < 0 || s->too_many) goto done;
                             top_rec = s->top.n - 1;
                         }
-                    } else if (match(s->param_names, s->param_len, s->n_param, key, klen) >= 0) {
-                        rec r = {ks, pos, 0, 0, s->top.n - 1};
-                        if (push(s, &s->params, r) < 0 || s->too_many) goto done;
-                        param_rec = s->params.n - 1;
+                    } else {
+                        param_w = param_key(s, key, klen, ks, pos);
+                        if (s->oom) goto done;
                     }
                 }
             } else if (string(s, &pos, 0, NULL, NULL, NULL, 0) < 0) {
@@ -448,7 +615,7 @@ static int walk(scanner *s, int *top_kind) {
             if (top_rec >= 0) s->top.v[top_rec].c = pos;
         } else if (depth == E + 1) {
             start_param = pos;
-            if (param_rec >= 0) s->params.v[param_rec].c = pos;
+            if (param_w != NULL) param_w->vs = pos;
         }
         /* the member's value starts at pos: the loop's top reads it */
     }
@@ -512,6 +679,13 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     if (names_from(top_names, s.top_names, s.top_len, &s.n_top) < 0 ||
         names_from(param_names, s.param_names, s.param_len, &s.n_param) < 0)
         goto out;
+    for (int i = 0; i < s.n_param; i++) {
+        if (s.param_len[i] > KEY_MAX || fold_utf8((const unsigned char *)s.param_names[i], s.param_len[i],
+                                                  s.param_folded[i]) != s.param_len[i]) {
+            PyErr_SetString(PyExc_ValueError, "param_names must be ASCII names of at most 64 bytes");
+            goto out;
+        }
+    }
     int valid, top_kind = 1;
     Py_BEGIN_ALLOW_THREADS valid = walk(&s, &top_kind);
     Py_END_ALLOW_THREADS if (s.oom) {
@@ -541,6 +715,9 @@ out:
     free(s.params.v);
     free(s.big.v);
     free(s.elems.v);
+    free(s.spellings.hash);
+    free(s.spellings.key);
+    free(s.spellings.pid);
     PyBuffer_Release(&line);
     return result;
 }

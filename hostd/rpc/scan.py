@@ -22,7 +22,7 @@ Every answer is the one the usual path gives: the scanner accepts only what msgs
 (it refuses more, and such a line goes the usual way), and what is left out is what msgspec
 would only have skipped. Nesting deeper than 512 is checked against msgspec's own limit with
 a probe of that depth. An invalid line is answered by msgspec reading it with the big values
-that ended before the error blanked out by spaces (so its message names the same byte). The
+that ended before the error cut out (the byte its message names is moved back by the cut). The
 usual way is kept for more than ``MAX_MEMBERS`` members spelled like fields. A batch (a line
 that is an array) is scanned the same way: its element count is known before anything is
 decoded, and each element object is read as an object line is.
@@ -30,7 +30,9 @@ decoded, and each element object is read as an object line is.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
@@ -70,16 +72,19 @@ def available() -> bool:
 
 
 class _Names:
-    """What the scan needs of one method table: every field name, folded (its params matches)."""
+    """What the scan needs of one method table: every params field name, as spelled (the scanner
+    folds them, and tells an exact key from a folded one as ``ParamsDecoder.recover`` does)."""
 
-    __slots__ = ("folded", "raw")
+    __slots__ = ("fields",)
 
     def __init__(self, methods: Mapping[str, Method[Any]]) -> None:
-        names: set[bytes] = set()
+        names: set[str] = set()
         for method in methods.values():
-            for f in msgspec.structs.fields(method.decoder.struct):
-                names.add(fold_name(f.encode_name).encode())
-        self.folded = tuple(sorted(names))
+            names.update(f.encode_name for f in msgspec.structs.fields(method.decoder.struct))
+        # One spelling per folded name: "exact" would otherwise depend on the method.
+        if len({fold_name(n) for n in names}) != len(names):
+            raise RuntimeError(f"two params fields of one method table fold alike: {sorted(names)}")
+        self.fields = tuple(n.encode() for n in sorted(names))
 
 
 _names: dict[int, _Names] = {}  # by id() of a method table: the tables live as long as hostd
@@ -124,7 +129,7 @@ def scan_line(line: bytes, names: _Names, max_elems: int) -> Scan:
     assert _scan is not None
     if FAULTS_ON:
         inject("scan")
-    result: Scan = _scan(line, _TOP, _PARAMS, names.folded, MAX_MEMBERS, BIG, max_elems)
+    result: Scan = _scan(line, _TOP, _PARAMS, names.fields, MAX_MEMBERS, BIG, max_elems)
     return result
 
 
@@ -265,19 +270,32 @@ def _elements(
             yield out, end - start, False
 
 
-def _invalid(line: bytes, big: tuple[tuple[int, ...], ...]) -> WireError | None:
+def _invalid(line: bytes, big: Records) -> WireError | None:
     """The usual answer to a line that is not JSON, read with the big values that ended before
-    the error blanked out (``0`` and spaces: every byte offset stays where it was, so msgspec
-    words the same error at the same offset, skipping spaces instead of 16 MiB of nesting).
-    None: msgspec reads it after all (the scanner refused more): go the usual way."""
+    the error cut down to ``0``: msgspec reads little, and the byte offset its message names is
+    moved back by what was cut (every cut lies before the error). None: msgspec reads it after
+    all (the scanner refused more): go the usual way."""
     if not big:
-        return None  # nothing to blank out: the usual way costs no more
-    blanked = bytearray(line)
-    for start, end in big:
-        blanked[start] = 0x30  # "0"
-        blanked[start + 1 : end] = b" " * (end - start - 1)
-    out = decode_envelope(bytes(blanked))
-    return out if isinstance(out, ParseError) else None
+        return None  # nothing to cut: the usual way costs no more
+    parts: list[bytes | memoryview] = []
+    view = memoryview(line)
+    done = removed = 0
+    for start, end in sorted(big):
+        if start < done:
+            continue  # inside a value cut already (a member of a batch element)
+        parts += [view[done:start], b"0"]
+        removed += end - start - 1
+        done = end
+    parts.append(view[done:])
+    out = decode_envelope(b"".join(parts))
+    if not isinstance(out, ParseError):
+        return None
+    return ParseError(_byte().sub(lambda m: f"(byte {int(m[1]) + removed})", out.message))
+
+
+@functools.cache  # compiled on the first invalid long line: most daemons never see one
+def _byte() -> re.Pattern[str]:
+    return re.compile(r"\(byte (\d+)\)")  # where msgspec's message names the offset of an error
 
 
 def _too_deep(depth: int) -> bool:
