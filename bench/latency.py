@@ -18,7 +18,11 @@ Heavy requests, each one line of at most ``max_line_bytes`` (16 MiB, the default
 large``), ``host.http.do`` / ``do_stream`` and ``host.model.execute`` with the largest body a
 16 MiB line holds (12 MiB once base64-decoded) to the sink, a batch of ``max_batch`` (1024)
 ``host.log`` calls filling the line, and a line of values nested 200 deep (legal) filling it.
-The goal is p99 ≤ 100 ms. This is a benchmark, not a test: no figure is asserted.
+Then the hostile shapes of the same size that used to hold the loop longest: unknown keys in
+params, a junk member nested deep, a deep value where a string belongs, one field spelled a
+million ways, invalid JSON after megabytes of nesting, and a batch whose elements are full of
+unknown keys. The goal is p99 ≤ 100 ms over all of them. This is a benchmark, not a test: no
+figure is asserted.
 """
 
 from __future__ import annotations
@@ -118,6 +122,24 @@ def heavy_requests(sink_url: str, tiny: bool) -> dict[str, bytes]:
         head = b'{"jsonrpc":"2.0","id":1,"method":"host.log","params":{"level":"info","message":"deep","fields":{"d":['
         return head + b",".join([nested] * n) + b"]}}}"
 
+    def log_params(inner: bytes) -> bytes:
+        return b'{"jsonrpc":"2.0","id":1,"method":"host.log","params":{' + inner + b"}}"
+
+    def deep_list(n: int) -> bytes:
+        return b"[" + b",".join([nested] * n) + b"]"
+
+    def junk_keys(n: int) -> bytes:
+        return log_params(b'"level":"info",' + b",".join(b'"k%07d":0' % i for i in range(n)))
+
+    def spellings(n: int) -> bytes:
+        return log_params(b",".join([b'"LEVEL":"info"'] * n))
+
+    def invalid(n: int) -> bytes:
+        return log_params(b'"fields":' + deep_list(n) + b",,")
+
+    def element(n: int) -> bytes:
+        return log_params(b'"level":"info",' + b",".join(b'"k%05d":0' % i for i in range(n)))
+
     # The credential's own bytes (the json value) just under auth.max_file_bytes: saved.
     envelope = len(credential(0)) - len(b'{"type":"claude","pad":""}')
     one = batch_element(0)
@@ -132,6 +154,18 @@ def heavy_requests(sink_url: str, tiny: bool) -> dict[str, bytes]:
         if len(one) < limit // BATCH
         else one,
         f"nesting {DEPTH} deep, whole line": _fill(deep, limit),
+        "hostile: unknown keys in params": _fill(junk_keys, limit),
+        f"hostile: a junk member {DEPTH} deep": _fill(lambda n: log_params(b'"junk":' + deep_list(n)), limit),
+        f"hostile: {DEPTH} deep where a string belongs": _fill(lambda n: log_params(b'"level":' + deep_list(n)), limit),
+        "hostile: one key spelled a million ways": _fill(
+            lambda n: log_params(b",".join([b'"LEVEL":"info"'] * n)), limit
+        ),
+        "hostile: invalid JSON after the nesting": _fill(
+            lambda n: log_params(b'"fields":' + deep_list(n) + b",,"), limit
+        ),
+        f"hostile: batch of {BATCH} full of unknown keys": b"["
+        + b",".join([_fill(element, limit // BATCH - 2)] * BATCH)
+        + b"]",
     }
 
 

@@ -46,6 +46,7 @@ LOOP_INDEPENDENT = frozenset(
         "test_model_backend",
         "test_piece_buffer",
         "test_plain_records",
+        "test_scan_asan",
         "test_scan_c",
         "test_scopes",
         "test_units",
