@@ -1,11 +1,12 @@
 """A session's long lines, scanned off the event loop one at a time and answered in order.
 
-When ``Session._feed`` meets a line that :func:`hostd.rpc.scan.takes`, it hands that line and
+When ``Session._feed`` meets a line that :func:`takes`, it hands that line and
 every line after it to :class:`LongLines`: the session's reading pauses, the line goes to a
 worker thread for the C pass (``hostd.rpc.scan.scan_line``, which releases the GIL), and its
 answer comes from :func:`hostd.rpc.scan.answer`; the lines behind it follow in order. The
 fault boundary of the scan is here: a scanner fault is logged once and that line is answered
-the usual way, on the loop.
+the usual way, on the loop. ``hostd.rpc.scan`` (and the C module) load on the first long line:
+a daemon that never meets one pays nothing for them at start.
 """
 
 from __future__ import annotations
@@ -18,12 +19,26 @@ from typing import TYPE_CHECKING
 from hostd.errors import InvalidRequest
 from hostd.faults import log_fault
 from hostd.rpc.budget import Budget
-from hostd.rpc.scan import answer, names_of, scan_line, takes
-
-__all__ = ["WAITING", "LongLines", "takes"]
+from hostd.rpc.messages import LONG_LINE
 
 if TYPE_CHECKING:
     from hostd.rpc.session import Session
+
+_available: bool | None = None  # is hostd._scan built? (known on the first long line)
+
+
+def takes(line: bytes | None) -> bool:
+    """Is this line read the scanned way? (An object or a batch over ``LONG_LINE``, when the
+    scanner is built.)"""
+    global _available
+    if line is None or len(line) <= LONG_LINE or line[:1] not in (b"{", b"["):
+        return False
+    if _available is None:
+        from hostd.rpc import scan
+
+        _available = scan.available()
+    return _available
+
 
 # Bytes of long lines queued for the scanner across all sessions.
 WAITING = Budget(1024 * 1024 * 1024)
@@ -70,6 +85,8 @@ class LongLines:
     async def _run(self) -> None:
         session = self.session
         dispatcher = session.dispatcher
+        from hostd.rpc.scan import answer, names_of, scan_line  # (loaded by takes() already)
+
         names = names_of(session.methods)
         loop = asyncio.get_running_loop()
         queue = self.queue

@@ -42,7 +42,7 @@ from hostd.errors import InvalidRequest, ParseError, WireError
 from hostd.faults import FAULTS_ON, inject
 from hostd.gocompat import fold_name
 from hostd.rpc.batches import run_batch
-from hostd.rpc.messages import LONG_LINE, Envelope, ParamsDecoder, PeerAnswer, decode_envelope
+from hostd.rpc.messages import Envelope, ParamsDecoder, PeerAnswer, decode_envelope
 from hostd.rpc.params import fold_object
 
 if TYPE_CHECKING:
@@ -331,8 +331,3 @@ def answer(dispatcher: Dispatcher, line: bytes, scan: Scan | None, reply: Reply)
             dispatcher.fail(reply, InvalidRequest("message too large"))
         else:
             dispatcher.envelope(env, reply, None, len(line), typed=typed)
-
-
-def takes(line: bytes | None) -> bool:
-    """Is this line read the scanned way? (An object or a batch over ``LONG_LINE``.)"""
-    return _scan is not None and line is not None and len(line) > LONG_LINE and line[:1] in (b"{", b"[")
