@@ -235,24 +235,12 @@ static int utf8_len(const unsigned char *p, const unsigned char *e, uint32_t *cp
     return 0;
 }
 
-/* Appends code point cp to a decoded key: as UTF-8 (fold == 0) or folded (fold == 1: ASCII
- * upper-cased, U+017F to 'S', U+212A to 'K', any other non-ASCII code point poisons the key). */
-static void key_put(unsigned char *key, Py_ssize_t *klen, int *poisoned, uint32_t cp, int fold) {
+/* Appends code point cp, as UTF-8, to a decoded key (a key longer than KEY_MAX is poisoned:
+ * it can match no name). */
+static void key_put(unsigned char *key, Py_ssize_t *klen, int *poisoned, uint32_t cp) {
     unsigned char buf[4];
     int n;
-    if (fold) {
-        if (cp < 0x80) {
-            buf[0] = (cp >= 'a' && cp <= 'z') ? (unsigned char)(cp - 32) : (unsigned char)cp;
-        } else if (cp == 0x17F) {
-            buf[0] = 'S';
-        } else if (cp == 0x212A) {
-            buf[0] = 'K';
-        } else {
-            *poisoned = 1;
-            return;
-        }
-        n = 1;
-    } else if (cp < 0x80) {
+    if (cp < 0x80) {
         buf[0] = (unsigned char)cp;
         n = 1;
     } else if (cp < 0x800) {
@@ -281,8 +269,7 @@ static void key_put(unsigned char *key, Py_ssize_t *klen, int *poisoned, uint32_
 
 /* The string at *pos (its opening quote). Returns 0 and moves *pos past the closing quote, or
  * -1 if invalid. With key != NULL the string is a key: strict UTF-8, decoded into key. */
-static int string(scanner *s, Py_ssize_t *pos, int strict, unsigned char *key, Py_ssize_t *klen, int *poisoned,
-                  int fold) {
+static int string(scanner *s, Py_ssize_t *pos, int strict, unsigned char *key, Py_ssize_t *klen, int *poisoned) {
     const unsigned char *p = s->p + *pos + 1, *e = s->p + s->n;
     for (;;) {
         /* the common run: plain ASCII bytes of a value, skipped eight at a time where possible */
@@ -333,24 +320,24 @@ static int string(scanner *s, Py_ssize_t *pos, int strict, unsigned char *key, P
                     cp = (uint32_t)u;
                 }
                 p += 6;
-                if (key != NULL) key_put(key, klen, poisoned, cp, fold);
+                if (key != NULL) key_put(key, klen, poisoned, cp);
                 continue;
             }
             default: return -1;
             }
             p += 2;
-            if (key != NULL) key_put(key, klen, poisoned, cp, fold);
+            if (key != NULL) key_put(key, klen, poisoned, cp);
             continue;
         }
         if (c >= 0x80 && strict) {
             uint32_t cp;
             int n = utf8_len(p, e, &cp);
             if (n == 0) return -1;
-            if (key != NULL) key_put(key, klen, poisoned, cp, fold);
+            if (key != NULL) key_put(key, klen, poisoned, cp);
             p += n;
             continue;
         }
-        if (key != NULL) key_put(key, klen, poisoned, c, fold);
+        if (key != NULL) key_put(key, klen, poisoned, c);
         p++;
     }
 }
@@ -523,7 +510,7 @@ static int walk(scanner *s, int *top_kind) {
             goto key;
         }
         if (c == '"') {
-            if (string(s, &pos, 0, NULL, NULL, NULL, 0) < 0) goto done;
+            if (string(s, &pos, 0, NULL, NULL, NULL) < 0) goto done;
         } else if (c == '-' || (c >= '0' && c <= '9')) {
             if (number(s, &pos) < 0) goto done;
         } else if (c == 't' && s->n - pos >= 4 && memcmp(s->p + pos, "true", 4) == 0) {
@@ -589,7 +576,7 @@ static int walk(scanner *s, int *top_kind) {
                 unsigned char key[KEY_MAX];
                 Py_ssize_t klen = 0;
                 int poisoned = 0;
-                if (string(s, &pos, 1, key, &klen, &poisoned, 0) < 0) goto done;
+                if (string(s, &pos, 1, key, &klen, &poisoned) < 0) goto done;
                 if (!poisoned) {
                     if (!in_params) {
                         int i = match(s->top_names, s->top_len, s->n_top, key, klen);
@@ -603,7 +590,7 @@ static int walk(scanner *s, int *top_kind) {
                         if (s->oom) goto done;
                     }
                 }
-            } else if (string(s, &pos, 0, NULL, NULL, NULL, 0) < 0) {
+            } else if (string(s, &pos, 0, NULL, NULL, NULL) < 0) {
                 goto done;
             }
         }
