@@ -89,6 +89,11 @@ CASES: dict[str, bytes] = {
         b'[{"jsonrpc":"2.0","id":"nobody","result":[#]},{"jsonrpc":"2.0","method":"host.log","params":{"d":#}}]'
     ),
     "a batch of 1,025 elements": b'["@"' + b",1" * 1024 + b"]",
+    "a batch of 300, served in steps": (
+        b'[{"jsonrpc":"2.0","id":60,"method":"host.log","params":{"fields":{"p":"@"}}}'
+        + b"".join(b',{"jsonrpc":"2.0","id":%d,"method":"hostd.hello"}' % i for i in range(61, 360))
+        + b"]"
+    ),
     "nesting 700 deep after the pad": _line(b"31", b'"fields":{"d":#,"e":' + b"[" * 700 + b"]" * 700 + b"}"),
     "invalid UTF-8 in a key after the pad": _line(b"34", b'"fields":{"d":#},"\xff":1'),
     "nesting 5000 deep after the pad": _line(b"32", b'"fields":{"d":#,"e":' + b"[" * 5000 + b"]" * 5000 + b"}"),

@@ -4,7 +4,7 @@ answers collected and written as one array when the last element ends."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -30,11 +30,18 @@ def answer_batch(dispatcher: Dispatcher, data: bytes, reply: Reply) -> None:
     except msgspec.DecodeError as e:
         dispatcher.fail(reply, ParseError(f"parse error: {e}"))
         return
-    run_batch(dispatcher, reply, len(items), ((decode_envelope(raw), len(raw), False) for raw in items))
+    for _ in serve_batch(dispatcher, reply, len(items), ((decode_envelope(raw), len(raw), False) for raw in items)):
+        pass  # read on the loop already: served in one go
 
 
-def run_batch(dispatcher: Dispatcher, reply: Reply, count: int, elements: Iterable[Element]) -> None:
-    """Serve a batch of ``count`` elements; each element counts against ``max_in_flight`` in order."""
+STEP = 64  # elements served between two yields of serve_batch
+
+
+def serve_batch(dispatcher: Dispatcher, reply: Reply, count: int, elements: Iterable[Element]) -> Iterator[None]:
+    """Serve a batch of ``count`` elements, in order, each counting against ``max_in_flight``;
+    yields after every ``STEP`` elements, so a caller that can wait may let the loop serve
+    other sessions between them (``hostd.rpc.long_lines`` does; the answer array is written
+    when the last element ends either way)."""
     if not count:
         dispatcher.fail(reply, InvalidRequest("invalid request: empty batch"))
         return
@@ -44,7 +51,7 @@ def run_batch(dispatcher: Dispatcher, reply: Reply, count: int, elements: Iterab
         return
     # Written with a flush of its own: its last element may end long after this line.
     batch = Batch(dispatcher.session.outbox, count + 1)  # +1 until every element is dispatched
-    for env, size, typed in elements:
+    for i, (env, size, typed) in enumerate(elements, 1):
         if isinstance(env, PeerAnswer):
             dispatcher.session.peer.answer_unreadable()
             batch.done_one()
@@ -53,6 +60,8 @@ def run_batch(dispatcher: Dispatcher, reply: Reply, count: int, elements: Iterab
             batch.done_one()
         else:
             dispatcher.envelope(env, batch.add, batch, size, typed)
+        if i % STEP == 0 and i < count:
+            yield
     batch.done_one()
 
 

@@ -109,7 +109,10 @@ class LongLines:
                             log_fault(session.services.logger, "line scan failed", e, session=session.id)
                             scan = None
                         held = self._release(held)  # from here the dispatcher counts what it serves
-                        answer(dispatcher, line, scan, reply)
+                        steps = answer(dispatcher, line, scan, reply)
+                        for _ in steps or ():  # a batch: other sessions are served between its steps
+                            session.outbox.flush()
+                            await asyncio.sleep(0)
                     else:
                         held = self._release(held)
                         dispatcher.line(line, reply)

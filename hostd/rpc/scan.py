@@ -41,7 +41,7 @@ import msgspec
 from hostd.errors import InvalidRequest, ParseError, WireError
 from hostd.faults import FAULTS_ON, inject
 from hostd.gocompat import fold_name
-from hostd.rpc.batches import run_batch
+from hostd.rpc.batches import serve_batch
 from hostd.rpc.messages import Envelope, ParamsDecoder, PeerAnswer, decode_envelope
 from hostd.rpc.params import fold_object
 
@@ -307,17 +307,17 @@ def _too_deep(depth: int) -> bool:
     return False
 
 
-def answer(dispatcher: Dispatcher, line: bytes, scan: Scan | None, reply: Reply) -> None:
-    """Answer one scanned line as ``Dispatcher.line`` would answer it."""
+def answer(dispatcher: Dispatcher, line: bytes, scan: Scan | None, reply: Reply) -> Iterator[None] | None:
+    """Answer one scanned line as ``Dispatcher.line`` would answer it. A batch is answered by
+    the steps returned (``batches.serve_batch``): the caller runs them, and may yield between."""
     if line[:1] == b"[" and len(line) > dispatcher.max_line:  # answers never come in batches
         dispatcher.fail(reply, InvalidRequest("message too large"))
-        return
+        return None
     if scan is not None and scan[0] == BATCH and scan[4] is not None:
         if scan[1] > SAFE_DEPTH and _too_deep(scan[1]):
             dispatcher.fail(reply, ParseError("parse error: nesting too deep"))
-        else:
-            run_batch(dispatcher, reply, scan[5], _elements(line, scan, dispatcher.decoder))
-        return
+            return None
+        return serve_batch(dispatcher, reply, scan[5], _elements(line, scan, dispatcher.decoder))
     out = None if scan is None else rebuild(line, scan, dispatcher.decoder)
     if out is None:
         dispatcher.line(line, reply)
@@ -331,3 +331,4 @@ def answer(dispatcher: Dispatcher, line: bytes, scan: Scan | None, reply: Reply)
             dispatcher.fail(reply, InvalidRequest("message too large"))
         else:
             dispatcher.envelope(env, reply, None, len(line), typed=typed)
+    return None
