@@ -47,6 +47,7 @@ def apply_config(daemon: Daemon, fresh: Config) -> ReloadPlan:
     services.output_budget.limit = limits.max_total_output_bytes
     services.input_budget.limit = limits.max_total_input_bytes
     services.request_budget.limit = limits.max_total_request_bytes
+    services.scan_budget.limit = limits.max_total_request_bytes
     services.config = fresh
     daemon.config = fresh
     services.reset_upstreams(

@@ -83,6 +83,7 @@ def build_services(config: Config, logger: Logger) -> Services:
         output_budget=Budget(limits.max_total_output_bytes),
         input_budget=Budget(limits.max_total_input_bytes),
         request_budget=Budget(limits.max_total_request_bytes),
+        scan_budget=Budget(limits.max_total_request_bytes),  # a count of its own (rpc/long_lines.py)
     )
     # Session-end cleanup, in this order: streams first (their upstream connections drop at
     # once), then scopes (closing the model streams bound to them), then the emit links the

@@ -54,6 +54,7 @@ class Services:
         "operations",
         "output_budget",
         "request_budget",
+        "scan_budget",
         "scopes",
         "sessions",
         "started_at",
@@ -72,6 +73,7 @@ class Services:
         output_budget: Budget,
         input_budget: Budget,
         request_budget: Budget,
+        scan_budget: Budget,
         sessions: SessionRegistry | None = None,
         end_hooks: list[Callable[[Session], None]] | None = None,
         operations: OperationRegistry | None = None,
@@ -89,6 +91,7 @@ class Services:
         self.output_budget = output_budget
         self.input_budget = input_budget
         self.request_budget = request_budget
+        self.scan_budget = scan_budget  # long lines waiting for the scanner (hostd.rpc.long_lines)
         self.sessions = SessionRegistry() if sessions is None else sessions
         self.end_hooks: list[Callable[[Session], None]] = [] if end_hooks is None else end_hooks
         self.operations = OperationRegistry() if operations is None else operations  # host.http.operation_*

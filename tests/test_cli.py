@@ -199,6 +199,7 @@ async def test_status_in_prometheus_format(hp: HostdProcess) -> None:
         '{kind="output"}',
         '{kind="partial_line"}',
         '{kind="request"}',
+        '{kind="scan"}',
     ]
     assert all(name.startswith("hostd_") for name in families)
     assert all(name.endswith("_total") for name, (k, _) in families.items() if k == "counter")

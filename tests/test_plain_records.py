@@ -80,4 +80,5 @@ REQUIRED = (
     "output_budget",
     "input_budget",
     "request_budget",
+    "scan_budget",
 )

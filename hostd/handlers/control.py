@@ -111,6 +111,7 @@ def status(ctx: CallContext, _params: StatusParams) -> dict[str, Any]:
             "partial_line_bytes": services.input_budget.total,
             "output_bytes": services.output_budget.total,
             "request_bytes": services.request_budget.total,
+            "scan_bytes": services.scan_budget.total,  # long lines waiting for the scanner
             "body_bytes": services.body_bytes(),
         },
         "totals": {

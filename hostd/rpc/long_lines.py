@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from hostd.errors import InvalidRequest
 from hostd.faults import log_fault
-from hostd.rpc.budget import Budget
 from hostd.rpc.messages import LONG_LINE
 
 if TYPE_CHECKING:
@@ -40,17 +39,13 @@ def takes(line: bytes | None) -> bool:
     return _available
 
 
-# Bytes of long lines queued for the scanner across all sessions.
-WAITING = Budget(1024 * 1024 * 1024)
-
-
 class LongLines:
     """A session's lines from a long one on: scanned (or answered) one at a time, in order.
 
     While it runs, the session's reading is paused and lines that still arrive queue behind;
     the peer's EOF waits for the queue too (``eof_pending``). Queued lines are counted
-    daemon-wide (``WAITING``, bounded by ``max_total_request_bytes``: a count of its own, so a
-    queued line never makes the dispatcher refuse a call) until they are dispatched; a long
+    daemon-wide (``services.scan_budget``, bounded by ``max_total_request_bytes`` but a count
+    of its own, so a queued line never makes the dispatcher refuse a call) until they are dispatched; a long
     line met while that count is full is decoded on the loop instead (memory stays bounded,
     only latency suffers).
     Owned by the session: its task is one of the session's own (cancelled with it), and a
@@ -62,7 +57,7 @@ class LongLines:
         self.session = session
         self.queue: collections.deque[bytes | None] | None = None
         self.eof_pending = False
-        self.held = 0  # bytes of queued lines counted in WAITING
+        self.held = 0  # bytes of queued lines counted in services.scan_budget
 
     @property
     def active(self) -> bool:
@@ -79,8 +74,7 @@ class LongLines:
         self.queue.extend(lines)
         size = sum(len(line) for line in lines if line is not None)
         self.held += size
-        WAITING.limit = self.session.services.config.limits.max_total_request_bytes
-        WAITING.total += size
+        self.session.services.scan_budget.total += size
 
     async def _run(self) -> None:
         session = self.session
@@ -92,7 +86,7 @@ class LongLines:
         queue = self.queue
         assert queue is not None
         reply = session.outbox.queue
-        budget = WAITING
+        budget = session.services.scan_budget
         max_batch = session.services.config.limits.max_batch
         try:
             while queue:
@@ -126,13 +120,13 @@ class LongLines:
 
     def _release(self, size: int) -> int:
         self.held -= size
-        WAITING.total -= size
+        self.session.services.scan_budget.total -= size
         return 0
 
     def _done(self) -> None:
         self.queue = None
         session = self.session
-        WAITING.total -= self.held  # lines never dispatched (the session was cancelled)
+        session.services.scan_budget.total -= self.held  # lines never dispatched (the session was cancelled)
         self.held = 0
         if self.eof_pending:
             self.eof_pending = False

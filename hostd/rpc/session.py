@@ -65,6 +65,7 @@ class SessionServices(Protocol):
     output_budget: Budget
     input_budget: Budget
     request_budget: Budget
+    scan_budget: Budget
     end_hooks: list[Callable[[Session], None]]
 
 
@@ -393,8 +394,6 @@ class Session:
         self._spawned.add(task)
         task.add_done_callback(self._spawned.discard)
         return task
-
-    # Calls to the peer go through ``session.peer`` (:mod:`hostd.rpc.peer_calls`).
 
     def _unmatched_answer(self, rid: object) -> None:
         self.services.logger.debug("unmatched answer dropped", session=self.id, id=rid)
