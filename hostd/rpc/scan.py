@@ -3,7 +3,8 @@
 msgspec holds the GIL for as long as it reads a line, and a 16 MiB value nested 200 deep
 takes it ~100 ms even when only skipped (a ``Raw`` field); 16 MiB of unknown keys in params
 takes the slow path's fold over a second. For a line over ``LONG_LINE`` that opens with
-``{``, the session hands the line to a worker thread instead, where ``hostd._scan`` (C, built
+``{`` or ``[``, the session hands the line to a worker thread instead (``hostd.rpc.long_lines``),
+where ``hostd._scan`` (C, built
 with the package; without it long lines are read on the loop as before) validates it whole
 and reports where the members that matter are. Back on the loop, msgspec reads a small line
 built from those spans:
@@ -12,9 +13,10 @@ built from those spans:
 - a big ``params``/``result``/``error`` value (``Raw`` in the envelope) becomes a token, and
   a big array or object where the envelope wants a scalar becomes ``[]``/``{}`` (the same
   error either way);
-- params are the members whose keys fold to one of the method's fields (others are ignored
-  by the Go-style decode anyway), folded as ``ParamsDecoder.recover`` folds them; a big value
-  of a ``Raw`` field becomes a token too;
+- params are, per field, the one member the Go-style decode would take (the scanner picks
+  it: exact spelling, else the folded spelling met last), folded as ``ParamsDecoder.recover``
+  folds them (other keys are ignored by that decode anyway); a big value of a ``Raw`` field
+  becomes a token too;
 - each token is then put back as a ``Raw`` view of the line (no copy), so the handler sees
   exactly what the whole line holds.
 
@@ -22,8 +24,8 @@ Every answer is the one the usual path gives: the scanner accepts only what msgs
 (it refuses more, and such a line goes the usual way), and what is left out is what msgspec
 would only have skipped. Nesting deeper than 512 is checked against msgspec's own limit with
 a probe of that depth. An invalid line is answered by msgspec reading it with the big values
-that ended before the error cut out (the byte its message names is moved back by the cut). The
-usual way is kept for more than ``MAX_MEMBERS`` members spelled like fields. A batch (a line
+that ended before the error cut out (the offset its message names is moved on by the cut).
+The usual way is kept for more than ``MAX_MEMBERS`` envelope members named alike. A batch (a line
 that is an array) is scanned the same way: its element count is known before anything is
 decoded, and each element object is read as an object line is.
 """
@@ -273,7 +275,7 @@ def _elements(
 def _invalid(line: bytes, big: Records) -> WireError | None:
     """The usual answer to a line that is not JSON, read with the big values that ended before
     the error cut down to ``0``: msgspec reads little, and the byte offset its message names is
-    moved back by what was cut (every cut lies before the error). None: msgspec reads it after
+    moved on by what was cut (every cut lies before the error). None: msgspec reads it after
     all (the scanner refused more): go the usual way."""
     if not big:
         return None  # nothing to cut: the usual way costs no more
