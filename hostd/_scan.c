@@ -497,15 +497,7 @@ static int walk(scanner *s, int *top_kind) {
             if (depth > s->max_depth) s->max_depth = depth;
             pos = ws(s, pos + 1);
             if (pos >= s->n) goto done;
-            if (s->p[pos] == (c == '{' ? '}' : ']')) {
-                pos++;
-                depth--;
-                if (params_depth == depth + 1) {
-                    params_depth = -1;
-                    if (close_params(s, top_rec) < 0) goto done;
-                }
-                goto after_value;
-            }
+            if (s->p[pos] == (c == '{' ? '}' : ']')) goto close; /* empty */
             if (c == '[') continue;
             goto key;
         }
@@ -544,28 +536,20 @@ static int walk(scanner *s, int *top_kind) {
         }
         if (pos >= s->n) goto done;
         c = s->p[pos];
-        if (stack[depth - 1] == IN_OBJECT) {
-            if (c == '}') {
-                pos++;
-                depth--;
-                if (params_depth == depth + 1) {
-                    params_depth = -1;
-                    if (close_params(s, top_rec) < 0) goto done;
-                }
-                goto after_value;
-            }
-            if (c != ',') goto done;
-            pos = ws(s, pos + 1);
-            goto key;
-        }
-        if (c == ']') {
-            pos++;
-            depth--;
-            goto after_value;
-        }
+        if (c == (stack[depth - 1] == IN_OBJECT ? '}' : ']')) goto close;
         if (c != ',') goto done;
         pos = ws(s, pos + 1);
+        if (stack[depth - 1] == IN_OBJECT) goto key;
         continue;
+    close:
+        /* the container at depth ends at pos (its closing bracket): it is a value that ended */
+        pos++;
+        depth--;
+        if (params_depth == depth + 1) {
+            params_depth = -1;
+            if (close_params(s, top_rec) < 0) goto done;
+        }
+        goto after_value;
     key:
         /* a member's key starts at pos, in the object at depth */
         if (pos >= s->n || s->p[pos] != '"') goto done;

@@ -125,18 +125,19 @@ class Dispatcher:
             if typed is not None:
                 self.envelope(typed, reply, None, len(line), typed=True)
                 return
-        env = decode_envelope(line)
+        self.decoded(decode_envelope(line), len(line), reply)
+
+    def decoded(self, env: Envelope | WireError | PeerAnswer, size: int, reply: Reply, typed: bool = False) -> None:
+        """Answer what a line of ``size`` bytes decoded to (here, or off the loop: ``rpc/scan.py``)."""
         if isinstance(env, WireError):
             self._fail(reply, None, None, env)
-            return
-        if isinstance(env, PeerAnswer):
+        elif isinstance(env, PeerAnswer):
             self.session.peer.answer_unreadable()
-            return
-        if len(line) > self.max_line and (type(env.method) is str or not (env.result or env.error)):
+        elif size > self.max_line and (type(env.method) is str or not (env.result or env.error)):
             # The framer let it grow as a possible answer; it is not one.
             self._fail(reply, None, None, InvalidRequest("message too large"))
-            return
-        self.envelope(env, reply, None, len(line))
+        else:
+            self.envelope(env, reply, None, size, typed)
 
     def decoder(self, name: str) -> ParamsDecoder | None:
         method = self.methods.get(name)

@@ -59,10 +59,6 @@ class LongLines:
         self.eof_pending = False
         self.held = 0  # bytes of queued lines counted in services.scan_budget
 
-    @property
-    def active(self) -> bool:
-        return self.queue is not None
-
     def start(self, line: bytes, rest: Iterator[bytes | None]) -> None:
         self.queue = collections.deque()
         self.extend([line, *rest])

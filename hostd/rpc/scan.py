@@ -160,9 +160,7 @@ Rebuilt = tuple[Envelope, bool] | WireError | PeerAnswer
 def rebuild(line: bytes, scan: Scan, decoders: Callable[[str], ParamsDecoder | None]) -> Rebuilt | None:
     """What the whole object line decodes to, read from the small one; None: go the usual way.
     ``(env, typed)``: typed when ``env.params`` is the method's struct already."""
-    kind, depth, top, params, _, _ = scan
-    if kind == TOO_DEEP or (depth > SAFE_DEPTH and _too_deep(depth)):
-        return ParseError("parse error: nesting too deep")
+    kind, _, top, params, _, _ = scan
     if kind == INVALID and params is not None:
         return _invalid(line, params)
     if kind != OBJECT or top is None or params is None:
@@ -315,22 +313,16 @@ def answer(dispatcher: Dispatcher, line: bytes, scan: Scan | None, reply: Reply)
     if line[:1] == b"[" and len(line) > dispatcher.max_line:  # answers never come in batches
         dispatcher.fail(reply, InvalidRequest("message too large"))
         return None
+    if scan is not None and (scan[0] == TOO_DEEP or (scan[1] > SAFE_DEPTH and _too_deep(scan[1]))):
+        dispatcher.fail(reply, ParseError("parse error: nesting too deep"))
+        return None
     if scan is not None and scan[0] == BATCH and scan[4] is not None:
-        if scan[1] > SAFE_DEPTH and _too_deep(scan[1]):
-            dispatcher.fail(reply, ParseError("parse error: nesting too deep"))
-            return None
         return serve_batch(dispatcher, reply, scan[5], _elements(line, scan, dispatcher.decoder))
     out = None if scan is None else rebuild(line, scan, dispatcher.decoder)
     if out is None:
         dispatcher.line(line, reply)
-    elif isinstance(out, WireError):
-        dispatcher.fail(reply, out)
-    elif isinstance(out, PeerAnswer):
-        dispatcher.session.peer.answer_unreadable()
+    elif isinstance(out, tuple):
+        dispatcher.decoded(out[0], len(line), reply, out[1])
     else:
-        env, typed = out
-        if len(line) > dispatcher.max_line and (type(env.method) is str or not (env.result or env.error)):
-            dispatcher.fail(reply, InvalidRequest("message too large"))
-        else:
-            dispatcher.envelope(env, reply, None, len(line), typed=typed)
+        dispatcher.decoded(out, len(line), reply)
     return None
