@@ -22,7 +22,6 @@ import base64
 import contextlib
 import json
 import math
-import os
 import re
 import tempfile
 from collections import Counter
@@ -33,30 +32,19 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from tests.support.fake_proxy import FakeProxy
+from tests.support.fuzz import fuzz_settings
 from tests.support.hostd_proc import HostdProcess, start_hostd
 from tests.support.raw import RawConn
 from tests.support.upstream import Request, Response, Upstream
 
 pytestmark = pytest.mark.anyio
 
-# The file's examples: split evenly over its properties and transports.
-PROPERTIES = 7
-TRANSPORTS = 2
-TOTAL = int(os.environ.get("HOSTD_FUZZ_EXAMPLES", "4200"))
-PER_TEST = max(1, -(-TOTAL // (PROPERTIES * TRANSPORTS)))  # rounded up: at least TOTAL in all
-FUZZ = settings(
-    max_examples=PER_TEST,
-    deadline=None,
-    derandomize="HOSTD_FUZZ_EXAMPLES" not in os.environ,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
-    print_blob=True,
-    phases=[p for p in Phase if p is not Phase.shrink or os.environ.get("HOSTD_FUZZ_SHRINK", "1") == "1"],
-)
+# The file's examples: split evenly over its 7 properties and 2 transports.
+FUZZ = fuzz_settings(4200, 7 * 2)
 
 MAX_BATCH = 1024
 LEGAL_DEPTH = 150  # decoded as usual

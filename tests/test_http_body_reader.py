@@ -273,15 +273,20 @@ async def test_connection_reset_mid_body(client: httpx.AsyncClient) -> None:
         assert error  # the socket's own error text (its errno's), the same on both paths
 
 
+async def stays_with_httpx(client: httpx.AsyncClient, up: RawUpstream, body: bytes) -> None:
+    """``take_over`` declines the response, which httpx then reads to ``body`` as usual."""
+    response = await client.send(client.build_request("GET", up.url), stream=True)
+    assert take_over(response, False) is None
+    assert not response.is_closed
+    await up.release()
+    assert await response.aread() == body
+    await response.aclose()
+
+
 async def test_a_body_complete_with_its_headers_stays_with_httpx(client: httpx.AsyncClient) -> None:
     """Its connection goes back to the pool (a taken connection is never reused)."""
     async with RawUpstream(head("Content-Length: 5") + b"hello", [], end="hold") as up:
-        response = await client.send(client.build_request("GET", up.url), stream=True)
-        assert take_over(response, False) is None
-        assert not response.is_closed
-        await up.release()
-        assert await response.aread() == b"hello"
-        await response.aclose()
+        await stays_with_httpx(client, up, b"hello")
 
 
 async def test_unexpected_httpcore_internals_leave_the_body_with_httpx(
@@ -296,12 +301,7 @@ async def test_unexpected_httpcore_internals_leave_the_body_with_httpx(
 
     monkeypatch.setattr(h1body, "_http11_stream", renamed)
     async with RawUpstream(head("Transfer-Encoding: chunked") + chunk(b"first"), [b"0\r\n\r\n"], end="hold") as up:
-        response = await client.send(client.build_request("GET", up.url), stream=True)
-        assert take_over(response, False) is None
-        assert not response.is_closed
-        await up.release()
-        assert await response.aread() == b"first"
-        await response.aclose()
+        await stays_with_httpx(client, up, b"first")
 
 
 async def test_abort_drops_the_connection_at_once(client: httpx.AsyncClient) -> None:

@@ -13,30 +13,19 @@ profile, derandomized so a failure reproduces), split evenly over its properties
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from hostd._scan import scan
 from hostd.gocompat import fold_name
+from tests.support.fuzz import fuzz_settings
 
-PROPERTIES = 5
-TOTAL = int(os.environ.get("HOSTD_FUZZ_EXAMPLES", "600"))
-PER_TEST = max(1, -(-TOTAL // PROPERTIES))
-FUZZ = settings(
-    max_examples=PER_TEST,
-    deadline=None,
-    derandomize="HOSTD_FUZZ_EXAMPLES" not in os.environ,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
-    print_blob=True,
-    phases=[p for p in Phase if p is not Phase.shrink or os.environ.get("HOSTD_FUZZ_SHRINK", "1") == "1"],
-)
+FUZZ = fuzz_settings(600, 5)  # 5 properties
 
 TOP = (b"jsonrpc", b"id", b"method", b"params", b"result", b"error")
 PARAMS = 3
