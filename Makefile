@@ -6,9 +6,9 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test lint bench clean native
 
-# hostd/_scan.c is compiled by the install (an editable install builds it in place): an edit
-# to it reinstalls, so `make test` never runs a stale module.
-$(STAMP): pyproject.toml hostd/_scan.c
+# hostd/_scan.c and hostd/_logline.c are compiled by the install (an editable install builds
+# them in place): an edit to either reinstalls, so `make test` never runs a stale module.
+$(STAMP): pyproject.toml hostd/_scan.c hostd/_logline.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml hostd/_scan.c
 install: $(STAMP)
 
 # The demo needs only hostd's runtime dependencies, not the dev tools `make test` installs.
-$(VENV)/.runtime: pyproject.toml hostd/_scan.c
+$(VENV)/.runtime: pyproject.toml hostd/_scan.c hostd/_logline.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e .
 	touch $(VENV)/.runtime

@@ -2,7 +2,9 @@
 
 Lines are filtered by level before anything is formatted, encoded on the caller's thread and
 handed to a writer thread through a queue bounded in lines and bytes; when stderr is slower
-than the daemon, lines are dropped and counted rather than stalling the event loop. Encoding
+than the daemon, lines are dropped and counted rather than stalling the event loop. The queue
+and its thread are C (``hostd._logline``, a thread that never takes the GIL) where the package
+was built with a compiler, else the Python writer below; both write the same lines. Encoding
 never raises: a value orjson refuses (an integer over 64 bits, nesting over 255) is written
 as text instead, and a line over ``[log] max_line_bytes`` is cut and marked
 ``"truncated": true``.
@@ -30,7 +32,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -60,7 +62,14 @@ from hostd.redact import (
 )
 
 if TYPE_CHECKING:
+    from hostd._logline import Writer
     from hostd.config import Config
+
+_Writer: type[Writer] | None
+try:
+    from hostd._logline import Writer as _Writer
+except ImportError:  # built without a C compiler: the Python writer thread below
+    _Writer = None
 
 BATCH_DELAY_S = 0.005
 WRITE_LINES = 4096  # lines joined into one write
@@ -88,6 +97,7 @@ class Logger(LevelMethods):
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
         environ: Mapping[str, str] | None = None,
+        c_writer: bool = True,
     ) -> None:
         self.threshold = parse_level(level)
         self.dropped = 0
@@ -95,9 +105,16 @@ class Logger(LevelMethods):
         self.journal = journal_stream_matches(self._fd, environ)
         self._text = False
         self._plain_json = False  # JSON without a journald prefix: emit_record's fast path
+        # The C queue and thread (c_writer=False, or a build without the C module: Python's).
+        self._writer: Writer | None = None
+        if c_writer and _Writer is not None:
+            self._writer = _Writer(self._fd, max_queue_bytes, max_queued)
+        # host.log's written line in one C call (Writer.plugin_line), or None: where the C
+        # writer is missing or the format is not plain JSON, host.log builds the line itself.
+        self.plugin_line: Callable[..., int] | None = None
         self.set_format(fmt)
         self.max_line_bytes = max_line_bytes
-        self.max_queue_bytes = max_queue_bytes
+        self._max_queue_bytes = max_queue_bytes
         self._named: dict[str, int] = {}
         self._plugin: dict[str, int] = {}
         self._plugin_all: int | None = None
@@ -113,8 +130,10 @@ class Logger(LevelMethods):
         self._idle = False  # the writer waits on _wake: the next line sets it (once, not per line)
         self._stopping = False
         self._ts = Timestamps()
-        self._thread = threading.Thread(target=self._drain, name="hostd-log", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if self._writer is None:
+            self._thread = threading.Thread(target=self._drain, name="hostd-log", daemon=True)
+            self._thread.start()
 
     # Configuration ---------------------------------------------------------------------
 
@@ -132,6 +151,17 @@ class Logger(LevelMethods):
         else:
             self._text = fmt == "text"
         self._plain_json = not self._text and not self.journal
+        self.plugin_line = self._writer.plugin_line if self._writer is not None and self._plain_json else None
+
+    @property
+    def max_queue_bytes(self) -> int:
+        return self._max_queue_bytes
+
+    @max_queue_bytes.setter
+    def max_queue_bytes(self, value: int) -> None:
+        self._max_queue_bytes = value
+        if self._writer is not None:
+            self._writer.max_queue_bytes = value
 
     @property
     def format(self) -> str:
@@ -205,15 +235,35 @@ class Logger(LevelMethods):
 
     @property
     def queued_bytes(self) -> int:
+        if self._writer is not None:
+            return self._writer.queued_bytes
         return self._queued_in - self._queued_out
+
+    def _full(self) -> bool:
+        """The queue can take no line (of the Python writer; the C writer says so itself)."""
+        return self._queued_in - self._queued_out >= self._max_queue_bytes or len(self._queue) >= self._max_queued
+
+    def _put(self, line: bytes) -> None:
+        """Queue one encoded line, or count it dropped when it would overfill the queue."""
+        if self._writer is not None:
+            if not self._writer.write(line):
+                self.dropped += 1
+            return
+        size = len(line)
+        if self._queued_in - self._queued_out + size > self._max_queue_bytes:
+            self.dropped += 1
+            return
+        self._queued_in += size
+        self._queue.append(line)
+        if self._idle:
+            self._idle = False
+            self._wake.set()
 
     def emit_record(self, record: dict[str, Any]) -> None:
         """Queue an already-redacted record; a ``ts`` of None is filled in."""
         if record.get("ts") is None:
             record["ts"] = self._ts.at(_time())
-        queue = self._queue
-        queued = self._queued_in - self._queued_out
-        if queued >= self.max_queue_bytes or len(queue) >= self._max_queued:
+        if self._writer is None and self._full():  # not even encoded
             self.dropped += 1
             return
         if self._plain_json:  # the common case, inline: one orjson call, newline included
@@ -226,15 +276,7 @@ class Logger(LevelMethods):
                     line = self.encode(record)
         else:
             line = self.encode(record)
-        size = len(line)
-        if queued + size > self.max_queue_bytes:
-            self.dropped += 1
-            return
-        self._queued_in += size
-        queue.append(line)
-        if self._idle:
-            self._idle = False
-            self._wake.set()
+        self._put(line)
 
     def emit_encoded(self, parts: list[bytes]) -> bool:
         """Queue a JSON line given encoded: ``parts[1:]`` is what follows ``"ts":…`` (from
@@ -244,9 +286,7 @@ class Logger(LevelMethods):
         journald format, a line over ``max_line_bytes``): the caller emits the record."""
         if not self._plain_json:
             return False
-        queue = self._queue
-        queued = self._queued_in - self._queued_out
-        if queued >= self.max_queue_bytes or len(queue) >= self._max_queued:
+        if self._writer is None and self._full():
             self.dropped += 1
             return True
         now, ts = _time(), self._ts
@@ -254,17 +294,9 @@ class Logger(LevelMethods):
             ts.at(now)
         parts[0] = ts.head
         line = b"".join(parts)
-        size = len(line)
-        if size > self.max_line_bytes:
+        if len(line) > self.max_line_bytes:
             return False
-        if queued + size > self.max_queue_bytes:
-            self.dropped += 1
-            return True
-        self._queued_in += size
-        queue.append(line)
-        if self._idle:
-            self._idle = False
-            self._wake.set()
+        self._put(line)
         return True
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
@@ -286,6 +318,7 @@ class Logger(LevelMethods):
         return prefix + body + b"\n"
 
     def _drain(self) -> None:
+        """The Python writer thread (without the C module): hostd/_logline.c's drain() in Python."""
         queue = self._queue
         while True:
             self._wake.clear()
@@ -314,10 +347,14 @@ class Logger(LevelMethods):
 
     def flush(self, timeout: float = 2.0) -> None:
         """Write out what is queued (used at exit); gives up after ``timeout``."""
+        if self._writer is not None:
+            self._writer.flush(timeout)
+            return
         deadline = time.monotonic() + timeout
         self._stopping = True
         self._wake.set()
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class NamedLogger(LevelMethods):

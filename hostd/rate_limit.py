@@ -1,13 +1,17 @@
 """Rate limits: a token bucket for ``host.log`` lines, one per session.
 
 It only counts and decides; it never sleeps, never logs (the caller writes the warning it
-says is due) and is not thread-safe: it is used on the event loop only.
+says is due) and is not thread-safe: it is used on the event loop only. :data:`SessionBucket`
+is the class host.log's buckets are made of: ``hostd._logline.Bucket`` (the same bucket in C,
+which the C log writer takes tokens from itself) where the package was built with a compiler,
+else :class:`TokenBucket`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 
 class TokenBucket:
@@ -70,3 +74,12 @@ class TokenBucket:
         count, self._unreported = self._unreported, 0
         self._last_warning = now
         return count
+
+
+if TYPE_CHECKING:
+    SessionBucket = TokenBucket
+else:
+    try:
+        from hostd._logline import Bucket as SessionBucket
+    except ImportError:  # built without a C compiler
+        SessionBucket = TokenBucket

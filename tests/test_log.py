@@ -29,7 +29,7 @@ from hostd.logs import (
     redact,
     secret_cache_size,
 )
-from tests.support.hostd_proc import HOSTD, HostdProcess, running_hostd
+from tests.support.hostd_proc import HOSTD, HostdProcess, hostd_without, running_hostd
 
 pytestmark = pytest.mark.anyio
 
@@ -120,10 +120,15 @@ async def test_fields_that_are_not_an_object_are_invalid_params(hostd: HostdProc
         assert await c.call("host.log", {"level": level, "message": "m", "fields": None}, timeout=5) == {}
 
 
-async def test_over_the_rate_limit_lines_are_dropped_counted_and_warned_once(short_tmp: Path) -> None:
+# hostd as built (the C log writer and rate limit) and as built without a C compiler.
+BUILDS = {"C writer": None, "Python writer": hostd_without("hostd._logline")}
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
+async def test_over_the_rate_limit_lines_are_dropped_counted_and_warned_once(short_tmp: Path, build: str) -> None:
     config = short_tmp / "hostd.toml"
     config.write_text("[log]\nplugin_lines_per_s = 1\nplugin_burst = 2\n")
-    async with running_hostd(short_tmp, "--config", str(config), control=True) as hp:
+    async with running_hostd(short_tmp, "--config", str(config), control=True, command=BUILDS[build]) as hp:
         async with await hp.connect() as c:
             await c.call("hostd.hello", {"plugin_id": "chatty"}, timeout=5)
             for i in range(20):
@@ -234,9 +239,10 @@ def test_a_long_text_line_is_cut_and_marked() -> None:
     line.decode()  # still valid UTF-8
 
 
-def test_a_line_queued_after_the_writer_went_idle_is_written_without_a_flush() -> None:
+@pytest.mark.parametrize("c_writer", [True, False], ids=["C writer", "Python writer"])
+def test_a_line_queued_after_the_writer_went_idle_is_written_without_a_flush(c_writer: bool) -> None:
     read_fd, write_fd = os.pipe()
-    logger = Logger("info", fd=write_fd)
+    logger = Logger("info", fd=write_fd, c_writer=c_writer)
     try:
         for n in range(3):  # each line finds the writer waiting: it must wake it
             logger.info("again", n=n)
@@ -249,9 +255,10 @@ def test_a_line_queued_after_the_writer_went_idle_is_written_without_a_flush() -
         os.close(read_fd)
 
 
-def test_over_the_queue_byte_bound_lines_are_dropped_and_counted() -> None:
+@pytest.mark.parametrize("c_writer", [True, False], ids=["C writer", "Python writer"])
+def test_over_the_queue_byte_bound_lines_are_dropped_and_counted(c_writer: bool) -> None:
     read_fd, write_fd = os.pipe()  # nobody reads: the writer blocks once the pipe is full
-    logger = Logger("info", fd=write_fd, max_queue_bytes=256 * 1024)
+    logger = Logger("info", fd=write_fd, max_queue_bytes=256 * 1024, c_writer=c_writer)
     for _ in range(20_000):
         logger.info("filler", blob="y" * 1000)
     assert logger.dropped > 0

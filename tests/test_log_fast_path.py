@@ -16,6 +16,7 @@ import os
 import random
 import string
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,31 @@ from hostd.redact import (
     plain_keys_size,
 )
 from tests.support.helpers import plugin
-from tests.support.hostd_proc import HostdProcess, running_hostd
+from tests.support.hostd_proc import HostdProcess, hostd_without, running_hostd
 from tests.support.raw import RawConn
 
 pytestmark = pytest.mark.anyio
 T = 10.0
+# Every hostd test here runs twice: on hostd as built, where the C writer (hostd._logline)
+# writes the common line in one call, and as built without a C compiler (the Python pieces).
+BUILDS = {"C writer": None, "Python writer": hostd_without("hostd._logline")}
+
+
+@pytest.fixture(params=list(BUILDS))
+def command(request: pytest.FixtureRequest) -> list[str] | None:
+    return BUILDS[request.param]
+
+
+@pytest.fixture
+async def hostd(short_tmp: Path, command: list[str] | None) -> AsyncIterator[HostdProcess]:
+    async with running_hostd(short_tmp, command=command) as hp:
+        yield hp
+
+
+@pytest.fixture
+async def hp(short_tmp: Path, command: list[str] | None) -> AsyncIterator[HostdProcess]:
+    async with running_hostd(short_tmp, control=True, command=command) as proc:
+        yield proc
 
 
 def reference(line: dict[str, Any], level: str, message: str, fields: dict[str, Any] | None) -> bytes:
@@ -89,8 +110,10 @@ CASES: list[tuple[bytes, str, list[str]]] = [
 ]
 
 
-async def test_every_line_is_the_reference_line_and_secrets_never_reach_stderr(short_tmp: Path) -> None:
-    async with running_hostd(short_tmp, "--log-level", "trace") as hp:
+async def test_every_line_is_the_reference_line_and_secrets_never_reach_stderr(
+    short_tmp: Path, command: list[str] | None
+) -> None:
+    async with running_hostd(short_tmp, "--log-level", "trace", command=command) as hp:
         assert hp.socket is not None
         async with await RawConn.open(hp.socket) as conn:
             await conn.call("hostd.hello", {"plugin_id": "fast-path"})
@@ -171,10 +194,12 @@ async def test_a_line_in_a_request_scope_carries_its_request_id_on_both_paths(hp
     assert not any("SECRET-scoped" in line for line in hp.stderr_lines)
 
 
-async def test_an_over_long_line_still_goes_through_the_record_path_and_is_cut(short_tmp: Path) -> None:
+async def test_an_over_long_line_still_goes_through_the_record_path_and_is_cut(
+    short_tmp: Path, command: list[str] | None
+) -> None:
     config = short_tmp / "hostd.toml"
     config.write_text("[log]\nmax_line_bytes = 512\n")
-    async with running_hostd(short_tmp, "--config", str(config)) as hp:
+    async with running_hostd(short_tmp, "--config", str(config), command=command) as hp:
         client, _ = await plugin(hp, "long")
         async with client:
             await client.call(
@@ -221,9 +246,14 @@ def test_the_plain_key_set_is_bounded_and_keeps_no_long_keys() -> None:
 # Logger.emit_encoded and the writer -----------------------------------------------------------
 
 
-def _pipe_logger(**kw: Any) -> tuple[Logger, int, int]:
+@pytest.fixture(params=[True, False], ids=["C writer", "Python writer"])
+def c_writer(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+def _pipe_logger(c_writer: bool, **kw: Any) -> tuple[Logger, int, int]:
     read_fd, write_fd = os.pipe()
-    return Logger("trace", fd=write_fd, **kw), read_fd, write_fd
+    return Logger("trace", fd=write_fd, c_writer=c_writer, **kw), read_fd, write_fd
 
 
 def test_emit_encoded_declines_text_and_journald_lines_and_over_long_ones() -> None:
@@ -243,8 +273,8 @@ def test_emit_encoded_declines_text_and_journald_lines_and_over_long_ones() -> N
         journal.flush()
 
 
-def test_emit_encoded_counts_drops_when_the_queue_is_full() -> None:
-    logger, read_fd, write_fd = _pipe_logger(max_queue_bytes=64 * 1024)  # nobody reads the pipe
+def test_emit_encoded_counts_drops_when_the_queue_is_full(c_writer: bool) -> None:
+    logger, read_fd, write_fd = _pipe_logger(c_writer, max_queue_bytes=64 * 1024)  # nobody reads the pipe
     tail = b',"level":"info","msg":"' + b"y" * 1000 + b'"}\n'
     for _ in range(5000):
         assert logger.emit_encoded([b"", tail]) is True
@@ -255,10 +285,10 @@ def test_emit_encoded_counts_drops_when_the_queue_is_full() -> None:
     os.close(write_fd)
 
 
-def test_the_writer_loses_no_line_and_keeps_their_order() -> None:
-    """The writer takes batches with a slice and a del while the caller appends: every line
-    arrives once, in order."""
-    logger, read_fd, write_fd = _pipe_logger()
+def test_the_writer_loses_no_line_and_keeps_their_order(c_writer: bool) -> None:
+    """The writer takes batches (a slice and a del; in C, a buffer swap) while the caller
+    appends: every line arrives once, in order."""
+    logger, read_fd, write_fd = _pipe_logger(c_writer)
     received = bytearray()
 
     def read() -> None:

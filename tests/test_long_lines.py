@@ -9,7 +9,6 @@ whatever the case tests, so error positions are the same in both); the answers m
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from hostd.handlers.log import LogParams
 from hostd.rpc import scan
 from hostd.rpc.messages import LONG_LINE, UNSET, decode_long
 from hostd.rpc.params import ParamsDecoder
-from tests.support.hostd_proc import HostdProcess, launch, start_hostd
+from tests.support.hostd_proc import HostdProcess, hostd_without, start_hostd
 from tests.support.raw import RawConn
 
 pytestmark = pytest.mark.anyio
@@ -28,8 +27,6 @@ pytestmark = pytest.mark.anyio
 PAD = b"x" * (LONG_LINE + 36 * 1024)
 NESTED = b"[" * 200 + b"1" + b"]" * 200
 DEEP = b"[" + b",".join([NESTED] * 300) + b"]"  # a value, ~120 KiB, 201 deep
-# hostd as installed without a C compiler: the scanner's module cannot be imported.
-WITHOUT_SCANNER = "import sys; sys.modules['hostd._scan'] = None; from hostd.cli import main; sys.exit(main())"
 
 LOG = b'"method":"host.log"'
 PADDED = b'"fields":{"pad":"@"}'  # the pad, last in params
@@ -105,9 +102,7 @@ async def _start(build: str, tmp: Path) -> HostdProcess:
     if build == "scanner":
         assert scan.available(), "hostd._scan was not built: pip install needs a C compiler and Python's headers"
         return await start_hostd(tmp)
-    sock = str(tmp / "hostd.sock")
-    argv = [sys.executable, "-c", WITHOUT_SCANNER, "serve", "--listen", f"unix:{sock}", "--auth-dir", ""]
-    return await launch([*argv, "--model-base-url", "", "--log-level", "debug"], socket=sock, control=None)
+    return await start_hostd(tmp, command=hostd_without("hostd._scan"))
 
 
 @pytest.fixture(params=["scanner", "without scanner"])

@@ -7,15 +7,19 @@ warning a second at most. Lines below the plugin's level cost no more than the l
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import orjson
 
 from hostd.errors import InvalidParams
-from hostd.logs import LEVEL_NAMES, LEVELS, Logger, TokenBucket
+from hostd.logs import LEVEL_NAMES, LEVELS, Logger
+from hostd.rate_limit import SessionBucket
 from hostd.redact import PLAIN_KEYS, merge_redacted, plain_keys
 from hostd.rpc.methods import CallContext, host_method
+
+if TYPE_CHECKING:
+    from hostd.services import Services
 
 _EMPTY: dict[str, Any] = {}  # never mutated: encoded as the result {}
 
@@ -83,7 +87,7 @@ def _bounded_fields(raw: msgspec.Raw, budget: int) -> tuple[dict[str, Any] | Non
     return fields, bool(left_out)
 
 
-class SessionLog(TokenBucket):
+class SessionLog(SessionBucket):
     """host.log's state of one session (``session.log_bucket``): its rate limit, its plugin's
     level (until a level changes) and the plugin and session members of its lines, encoded."""
 
@@ -112,6 +116,13 @@ def _decode_fields(raw: bytes) -> dict[str, Any] | None:
         raise InvalidParams(f"decode host log request: {e}") from None
 
 
+def _over_limit(services: Services, state: SessionLog, plugin_id: str) -> None:
+    """A line over plugin_lines_per_s: dropped and counted, one warning a second."""
+    services.counters.dropped_log_lines += 1
+    if dropped := state.warning_due():
+        services.logger.warn("plugin log lines dropped: over the rate limit", plugin=plugin_id, dropped=dropped)
+
+
 @host_method("host.log", LogParams, "host log", inline=True)
 def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
     services = ctx.services
@@ -132,6 +143,17 @@ def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
         if raw and memoryview(raw)[0] not in _OBJECT_OR_NULL:  # the decode error, as before
             _decode_fields(bytes(raw))
         return _EMPTY
+    scope = ctx.scope
+    request_id = scope.request_id if scope is not None else None
+    line = logger.plugin_line
+    if line is not None:  # the common line in one C call: checked, rate-limited and queued
+        status = line(state, _LEVEL_MSG[level], params.message, state.members, request_id, raw, logger.max_line_bytes)
+        if status:
+            if status == 2:
+                _over_limit(services, state, plugin_id)
+            elif status == 3:
+                logger.dropped += 1
+            return _EMPTY
     fields = None
     flat = False  # every value a scalar: nothing to redact below the keys
     truncated = False
@@ -147,14 +169,10 @@ def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
             except msgspec.ValidationError:
                 _decode_fields(bytes(raw))  # raises the error the wrapped decode words
                 raise
-    if not state.take():  # over plugin_lines_per_s: dropped and counted, one warning a second
-        services.counters.dropped_log_lines += 1
-        if dropped := state.warning_due():
-            logger.warn("plugin log lines dropped: over the rate limit", plugin=plugin_id, dropped=dropped)
+    if not state.take():
+        _over_limit(services, state, plugin_id)
         return _EMPTY
     msg = params.message.strip() or "plugin log"
-    scope = ctx.scope
-    request_id = scope.request_id if scope is not None else None
     # The common line, encoded in pieces: fields whose keys are all plain and values all scalars
     # are what merge_redacted would copy unchanged, so their own encoding ends the line. The
     # record below is the reference: emit_encoded declines whatever would not match it.

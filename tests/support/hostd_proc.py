@@ -16,6 +16,13 @@ from hostd.client import MAX_LINE, Client
 
 HOSTD = [sys.executable, "-m", "hostd"]
 
+
+def hostd_without(*modules: str) -> list[str]:
+    """hostd's command line as if built without a C compiler: ``modules`` cannot be imported."""
+    blocked = "; ".join(f"sys.modules[{m!r}] = None" for m in modules)
+    return [sys.executable, "-c", f"import sys; {blocked}; from hostd.cli import main; sys.exit(main())"]
+
+
 # Every hostd started by the current test: its log is attached to the report of a failure.
 STARTED: list[HostdProcess] = []
 
@@ -95,11 +102,13 @@ async def start_hostd(
     control: bool = False,
     env: dict[str, str] | None = None,
     prefix: list[str] | None = None,
+    command: list[str] | None = None,
 ) -> HostdProcess:
-    """Start ``hostd serve`` and wait until it is ready (its ``hostd ready`` log line)."""
+    """Start ``hostd serve`` and wait until it is ready (its ``hostd ready`` log line); ``command``
+    in place of ``python -m hostd`` (:func:`hostd_without`)."""
     sock = None if stdio else str(tmp / "hostd.sock")
     ctl = str(tmp / "control.sock") if control else None
-    argv = [*(prefix or []), *HOSTD, "serve", "--log-level", "debug"]
+    argv = [*(prefix or []), *(command or HOSTD), "serve", "--log-level", "debug"]
     if sock:
         argv += ["--listen", f"unix:{sock}"]
     if ctl:
