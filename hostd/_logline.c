@@ -277,25 +277,33 @@ static inline int ascii_space(unsigned char c) { /* str.isspace() of an ASCII ch
     return c == ' ' || (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x1f);
 }
 
+/* How many bytes orjson writes for each byte of a str's UTF-8: 1, 2 (\" \\ \b \t \n \f \r) or 6
+ * (\u00XX for the other control characters). */
+static unsigned char ESCAPED[256];
+
+static void init_escaped(void) {
+    for (int c = 0; c < 256; c++) ESCAPED[c] = 1;
+    for (int c = 0; c < 0x20; c++) ESCAPED[c] = 6;
+    ESCAPED['"'] = ESCAPED['\\'] = ESCAPED['\b'] = ESCAPED['\t'] = ESCAPED['\n'] = ESCAPED['\f'] = ESCAPED['\r'] = 2;
+}
+
 static size_t escaped_len(const unsigned char *s, size_t n) {
     size_t len = n + 2;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = s[i];
-        if (c == '"' || c == '\\') len += 1;
-        else if (c < 0x20) len += (c == '\b' || c == '\t' || c == '\n' || c == '\f' || c == '\r') ? 1 : 5;
-    }
+    for (size_t i = 0; i < n; i++) len += ESCAPED[s[i]] - 1u;
     return len;
 }
 
 static char *put_escaped(char *out, const unsigned char *s, size_t n) { /* as orjson writes a str */
     static const char hex[] = "0123456789abcdef";
     *out++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            *out++ = (char)c;
-            continue;
-        }
+    size_t i = 0;
+    while (i < n) {
+        size_t run = i;
+        while (run < n && ESCAPED[s[run]] == 1) run++;
+        memcpy(out, s + i, run - i); /* the bytes written as they are, in one copy */
+        out += run - i;
+        if (run == n) break;
+        unsigned char c = s[run];
         *out++ = '\\';
         switch (c) {
         case '"': *out++ = '"'; break;
@@ -311,6 +319,7 @@ static char *put_escaped(char *out, const unsigned char *s, size_t n) { /* as or
             out[4] = hex[c & 15];
             out += 5;
         }
+        i = run + 1;
     }
     *out++ = '"';
     return out;
@@ -800,6 +809,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__logline(void) {
+    init_escaped();
     if (PyType_Ready(&BucketType) < 0 || PyType_Ready(&WriterType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;

@@ -3,8 +3,8 @@
 Lines are filtered by level before anything is formatted, encoded on the caller's thread and
 handed to a writer thread through a queue bounded in lines and bytes; when stderr is slower
 than the daemon, lines are dropped and counted rather than stalling the event loop. The queue
-and its thread are C (``hostd._logline``, a thread that never takes the GIL) where the package
-was built with a compiler, else the Python writer below; both write the same lines. Encoding
+and its thread are :mod:`hostd.log_writer`'s: C (``hostd._logline``, a thread that never takes
+the GIL) where the package was built with a compiler, else Python; both write the same lines. Encoding
 never raises: a value orjson refuses (an integer over 64 bits, nesting over 255) is written
 as text instead, and a line over ``[log] max_line_bytes`` is cut and marked
 ``"truncated": true``.
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -48,6 +47,7 @@ from hostd.log_format import (
     truncate_json,
 )
 from hostd.log_levels import DEBUG, ERROR, INFO, LEVEL_NAMES, LEVELS, TRACE, WARN, LevelMethods, parse_level
+from hostd.log_writer import new_writer
 from hostd.rate_limit import TokenBucket
 from hostd.redact import (
     MAX_REDACT_DEPTH,
@@ -62,17 +62,8 @@ from hostd.redact import (
 )
 
 if TYPE_CHECKING:
-    from hostd._logline import Writer
     from hostd.config import Config
 
-_Writer: type[Writer] | None
-try:
-    from hostd._logline import Writer as _Writer
-except ImportError:  # built without a C compiler: the Python writer thread below
-    _Writer = None
-
-BATCH_DELAY_S = 0.005
-WRITE_LINES = 4096  # lines joined into one write
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 _dumps = orjson.dumps
 _time = time.time
@@ -105,35 +96,19 @@ class Logger(LevelMethods):
         self.journal = journal_stream_matches(self._fd, environ)
         self._text = False
         self._plain_json = False  # JSON without a journald prefix: emit_record's fast path
-        # The C queue and thread (c_writer=False, or a build without the C module: Python's).
-        self._writer: Writer | None = None
-        if c_writer and _Writer is not None:
-            self._writer = _Writer(self._fd, max_queue_bytes, max_queued)
-        # host.log's written line in one C call (Writer.plugin_line), or None: where the C
-        # writer is missing or the format is not plain JSON, host.log builds the line itself.
+        # The queue and its thread (hostd.log_writer): C where built, unless c_writer=False.
+        self._writer = new_writer(self._fd, max_queue_bytes, max_queued, c_writer=c_writer)
+        # host.log's written line in one C call (hostd._logline.Writer.plugin_line), or None: with
+        # the Python writer, or a format that is not plain JSON, host.log builds the line itself.
         self.plugin_line: Callable[..., int] | None = None
         self.set_format(fmt)
         self.max_line_bytes = max_line_bytes
-        self._max_queue_bytes = max_queue_bytes
         self._named: dict[str, int] = {}
         self._plugin: dict[str, int] = {}
         self._plugin_all: int | None = None
         self.generation = 0  # changes with every level: a cached plugin_threshold() is stale then
         self.set_levels(levels or {})
-        # Lines waiting for the writer. The caller only appends; the writer takes a batch with
-        # one slice and one ``del`` (each atomic under the GIL), not one pop per line.
-        self._queue: list[bytes] = []
-        self._max_queued = max_queued
-        self._queued_in = 0  # bytes queued, written by the caller's thread only
-        self._queued_out = 0  # bytes taken by the writer, written by the writer thread only
-        self._wake = threading.Event()
-        self._idle = False  # the writer waits on _wake: the next line sets it (once, not per line)
-        self._stopping = False
         self._ts = Timestamps()
-        self._thread: threading.Thread | None = None
-        if self._writer is None:
-            self._thread = threading.Thread(target=self._drain, name="hostd-log", daemon=True)
-            self._thread.start()
 
     # Configuration ---------------------------------------------------------------------
 
@@ -151,17 +126,15 @@ class Logger(LevelMethods):
         else:
             self._text = fmt == "text"
         self._plain_json = not self._text and not self.journal
-        self.plugin_line = self._writer.plugin_line if self._writer is not None and self._plain_json else None
+        self.plugin_line = getattr(self._writer, "plugin_line", None) if self._plain_json else None
 
     @property
     def max_queue_bytes(self) -> int:
-        return self._max_queue_bytes
+        return self._writer.max_queue_bytes
 
     @max_queue_bytes.setter
     def max_queue_bytes(self, value: int) -> None:
-        self._max_queue_bytes = value
-        if self._writer is not None:
-            self._writer.max_queue_bytes = value
+        self._writer.max_queue_bytes = value
 
     @property
     def format(self) -> str:
@@ -235,37 +208,12 @@ class Logger(LevelMethods):
 
     @property
     def queued_bytes(self) -> int:
-        if self._writer is not None:
-            return self._writer.queued_bytes
-        return self._queued_in - self._queued_out
-
-    def _full(self) -> bool:
-        """The queue can take no line (of the Python writer; the C writer says so itself)."""
-        return self._queued_in - self._queued_out >= self._max_queue_bytes or len(self._queue) >= self._max_queued
-
-    def _put(self, line: bytes) -> None:
-        """Queue one encoded line, or count it dropped when it would overfill the queue."""
-        if self._writer is not None:
-            if not self._writer.write(line):
-                self.dropped += 1
-            return
-        size = len(line)
-        if self._queued_in - self._queued_out + size > self._max_queue_bytes:
-            self.dropped += 1
-            return
-        self._queued_in += size
-        self._queue.append(line)
-        if self._idle:
-            self._idle = False
-            self._wake.set()
+        return self._writer.queued_bytes
 
     def emit_record(self, record: dict[str, Any]) -> None:
         """Queue an already-redacted record; a ``ts`` of None is filled in."""
         if record.get("ts") is None:
             record["ts"] = self._ts.at(_time())
-        if self._writer is None and self._full():  # not even encoded
-            self.dropped += 1
-            return
         if self._plain_json:  # the common case, inline: one orjson call, newline included
             try:
                 line = _dumps(record, default=str, option=_NEWLINE)
@@ -276,7 +224,8 @@ class Logger(LevelMethods):
                     line = self.encode(record)
         else:
             line = self.encode(record)
-        self._put(line)
+        if not self._writer.write(line):
+            self.dropped += 1
 
     def emit_encoded(self, parts: list[bytes]) -> bool:
         """Queue a JSON line given encoded: ``parts[1:]`` is what follows ``"ts":…`` (from
@@ -286,9 +235,6 @@ class Logger(LevelMethods):
         journald format, a line over ``max_line_bytes``): the caller emits the record."""
         if not self._plain_json:
             return False
-        if self._writer is None and self._full():
-            self.dropped += 1
-            return True
         now, ts = _time(), self._ts
         if not ts.lo <= now < ts.hi:
             ts.at(now)
@@ -296,7 +242,8 @@ class Logger(LevelMethods):
         line = b"".join(parts)
         if len(line) > self.max_line_bytes:
             return False
-        self._put(line)
+        if not self._writer.write(line):
+            self.dropped += 1
         return True
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
@@ -317,44 +264,9 @@ class Logger(LevelMethods):
                 body = truncate_json(record, limit)
         return prefix + body + b"\n"
 
-    def _drain(self) -> None:
-        """The Python writer thread (without the C module): hostd/_logline.c's drain() in Python."""
-        queue = self._queue
-        while True:
-            self._wake.clear()
-            self._idle = True
-            # A line queued after the clear either sees _idle (and sets _wake) or is seen here.
-            if not queue and not self._stopping:
-                self._wake.wait()
-            self._idle = False
-            if not self._stopping:
-                # Let a burst gather: one wake-up and one write per few milliseconds, rather than
-                # a thread switch (and a fight for the GIL) per line.
-                time.sleep(BATCH_DELAY_S)
-            while queue:
-                chunk = queue[:WRITE_LINES]
-                del queue[: len(chunk)]  # the caller appends meanwhile, at the end: nothing is lost
-                data = b"".join(chunk)
-                del chunk
-                self._queued_out += len(data)
-                try:
-                    while data:
-                        data = data[os.write(self._fd, data) :]
-                except OSError:
-                    pass
-            if self._stopping:
-                return
-
     def flush(self, timeout: float = 2.0) -> None:
         """Write out what is queued (used at exit); gives up after ``timeout``."""
-        if self._writer is not None:
-            self._writer.flush(timeout)
-            return
-        deadline = time.monotonic() + timeout
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._writer.flush(timeout)
 
 
 class NamedLogger(LevelMethods):

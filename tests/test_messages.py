@@ -1,4 +1,5 @@
-"""Answer encoding: byte fields come out as standard padded base64 whichever encoder runs."""
+"""Answer encoding: byte fields come out as standard padded base64 whichever encoder runs; the
+preformatted answer of an empty result is the encoded one."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import msgspec
 import pytest
 
 from hostd.rpc import messages
+from hostd.rpc.messages import EMPTY, EMPTY_ANSWER, encode_result
 
 
 @pytest.mark.parametrize("data", [b"", b"a", b"ab", b"abc", os.urandom(32768), bytes(range(256))])
@@ -47,3 +49,9 @@ def test_b64_imports_pybase64_on_its_first_call_and_falls_back_without_it(
     else:
         assert messages._fast_b64encode is None
     assert msgspec.json.encode({"payload": messages.b64(data)}) == expected  # the next ones
+
+
+@pytest.mark.parametrize("id_", [0, 1, -1, 7, 2**53 + 1, 2**63 - 1, -(2**63)])
+def test_the_preformatted_empty_answer_is_what_encode_result_writes(id_: int) -> None:
+    assert EMPTY_ANSWER % id_ == encode_result(id_, {}) == encode_result(id_, EMPTY)
+    assert EMPTY == {}  # shared by every handler that returns it: never mutated

@@ -21,7 +21,7 @@ import msgspec
 
 from hostd.errors import HostCallFailed
 from hostd.operations import CANCELED, Operation, cancel_task
-from hostd.rpc.messages import b64
+from hostd.rpc.messages import EMPTY, b64
 from hostd.rpc.methods import NOT_READY, CallContext, Held, host_method
 from hostd.streams import BufferClosed, End, PieceBuffer, Stream, StreamTable
 from hostd.upstream.headers import header_map
@@ -321,7 +321,7 @@ def _read_answer(stream: Stream[bytes], item: bytes | End) -> dict[str, Any]:
 @host_method("host.http.stream_close", StreamParams, "host http stream close", inline=True)
 def http_stream_close(ctx: CallContext, params: StreamParams) -> dict[str, Any]:
     ctx.services.streams.close_id(params.stream_id, ctx.session, "http", "closed by plugin")
-    return {}
+    return EMPTY
 
 
 @host_method("host.http.operation_open", OperationOpenParams, "host http operation open", inline=True)
@@ -341,7 +341,7 @@ def http_cancel(ctx: CallContext, params: CancelParams) -> dict[str, Any]:
     if not operation_id:
         raise HostCallFailed("host http operation id is required")
     ctx.services.operations.cancel(operation_id, ctx.session.id)
-    return {}
+    return EMPTY
 
 
 METHODS = (

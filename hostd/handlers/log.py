@@ -16,12 +16,11 @@ from hostd.errors import InvalidParams
 from hostd.logs import LEVEL_NAMES, LEVELS, Logger
 from hostd.rate_limit import SessionBucket
 from hostd.redact import PLAIN_KEYS, merge_redacted, plain_keys
+from hostd.rpc.messages import EMPTY as _EMPTY  # answered without an encode (rpc/messages.py)
 from hostd.rpc.methods import CallContext, host_method
 
 if TYPE_CHECKING:
     from hostd.services import Services
-
-_EMPTY: dict[str, Any] = {}  # never mutated: encoded as the result {}
 
 
 class LogParams(msgspec.Struct, frozen=True, kw_only=True):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from hostd.errors import HostCallFailed, HostError
-from hostd.rpc.messages import b64
+from hostd.rpc.messages import EMPTY, b64
 from hostd.rpc.methods import NOT_READY, CallContext, host_method
 from hostd.scopes import Scope
 from hostd.streams import BufferClosed, End, Stream, StreamTable
@@ -234,7 +234,7 @@ def _read_answer(item: bytes | End) -> dict[str, Any]:
 @host_method("host.model.stream_close", ModelStreamParams, "host model stream close", inline=True)
 def model_stream_close(ctx: CallContext, params: ModelStreamParams) -> dict[str, Any]:
     ctx.services.streams.close_id(params.stream_id, ctx.session, "model", "closed by plugin")
-    return {}
+    return EMPTY
 
 
 METHODS = (model_execute, model_execute_stream, model_stream_read, model_stream_close)

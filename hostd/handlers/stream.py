@@ -12,6 +12,7 @@ import msgspec
 
 from hostd.emit import Chunk, EmitLink
 from hostd.errors import HostCallFailed
+from hostd.rpc.messages import EMPTY
 from hostd.rpc.methods import CallContext, host_method
 from hostd.streams import BufferClosed
 
@@ -62,7 +63,7 @@ def stream_close(ctx: CallContext, params: CloseParams) -> dict[str, Any]:
     link = _plugin_link(ctx, params.stream_id)
     if link is not None:
         link.close_from_plugin(params.error)
-    return {}
+    return EMPTY
 
 
 METHODS = (stream_emit, stream_close)

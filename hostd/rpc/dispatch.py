@@ -35,6 +35,8 @@ from hostd.errors import (
 from hostd.faults import FAULTS_ON, inject, log_fault
 from hostd.rpc.batches import Batch, answer_batch
 from hostd.rpc.messages import (
+    EMPTY,
+    EMPTY_ANSWER,
     ID_LIMIT,
     LONG_LINE,
     UNSET,
@@ -225,7 +227,11 @@ class Dispatcher:
                 if FAULTS_ON:
                     inject(f"handler:{method_name}")
                 result = now(ctx, params)
-                out = None if result is NOT_READY else encode_result(rid, result)
+                out: bytes | None
+                if result is EMPTY and type(rid) is int:
+                    out = EMPTY_ANSWER % rid
+                else:
+                    out = None if result is NOT_READY else encode_result(rid, result)
             except Exception as e:
                 out = encode_error(rid, self._error(method_name, e))
             if out is not None:
