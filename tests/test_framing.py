@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hostd.rpc.framing import LineFramer
@@ -30,6 +30,8 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=20),
     st.lists(st.integers(min_value=0, max_value=10_000), max_size=10),
 )
+@example([b"x" * 16 + b"\r"], [])  # the cap and a \r, in one chunk: the \r is not counted
+@example([b"x" * 16 + b"\r"], [17])
 def test_any_split_gives_the_same_lines(lines: list[bytes], cuts: list[int]) -> None:
     data = b"".join(line + b"\n" for line in lines)
     # A trailing \r does not count towards the cap (PROTOCOL §1: it is ignored).
@@ -53,6 +55,14 @@ def test_over_long_partial_line_is_reported_before_its_newline_then_discarded() 
 
 def test_line_of_exactly_the_limit_is_accepted() -> None:
     assert LineFramer(3).feed(b"abc\nabcd\n") == [b"abc", None]
+
+
+def test_a_trailing_cr_counts_towards_neither_cap() -> None:
+    answer = b'{"result":' + b"1" * 40 + b"}"  # 51 bytes: over the request cap, at the answer cap
+    for chunks in ([answer + b"\r\n"], [answer, b"\r", b"\n"], [answer + b"\r", b"\n"]):
+        assert feed_all(LineFramer(16, max_answer=len(answer)), chunks) == [answer + b"\r"]
+    assert feed_all(LineFramer(16, max_answer=len(answer)), [answer + b"1\r\n"]) == [None]
+    assert LineFramer(16).feed(b"x" * 16 + b"\r\n") == [b"x" * 16 + b"\r"]
 
 
 @settings(max_examples=2000)

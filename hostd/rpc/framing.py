@@ -46,14 +46,15 @@ class LineFramer:
         self._size = 0
         self._cap = self.max_line
 
-    def _over(self, head: bytes | bytearray, length: int) -> bool:
+    def _over(self, line: bytes | bytearray, length: int) -> bool:
+        """Is the complete ``line`` (``length`` bytes) over its cap? A trailing ``\r`` is not counted."""
+        if line[-1:] == b"\r":
+            length -= 1
         if length <= self.max_line:
             return False
         if length > self.max_answer:
             return True
-        if length == self.max_line + 1 and head[-1:] == b"\r":
-            return False
-        return not looks_like_answer(head)
+        return not looks_like_answer(line)
 
     def feed(self, data: bytes) -> list[bytes | None]:
         """Split ``data`` into complete lines; ``None`` marks a line that was too long."""
@@ -109,9 +110,9 @@ class LineFramer:
             if cap == self.max_line:  # not decided yet: decide on the first _PEEK bytes, as feed() does
                 head = self._head(data[start : start + _PEEK])
                 if len(head) < _PEEK:
-                    cap = self.max_answer  # fewer than _PEEK bytes so far: decide when more arrive
+                    cap = self.max_answer + 1  # fewer than _PEEK bytes so far: decide when more arrive
                 else:
-                    cap = self._cap = self.max_answer if looks_like_answer(head) else self.max_line + 1
+                    cap = self._cap = (self.max_answer if looks_like_answer(head) else self.max_line) + 1
             if size > cap:
                 self._clear()
                 self._discarding = True
