@@ -7,6 +7,7 @@ warning a second at most. Lines below the plugin's level cost no more than the l
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -49,6 +50,8 @@ _LEVEL_MSG = {level: b',"level":"' + name.encode() + b'","msg":' for level, name
 
 
 _OBJECT_OR_NULL = frozenset(b"{n")
+# The first byte of a Raw value, read through the buffer protocol without a memoryview (half the cost).
+_first_byte = struct.Struct("B").unpack_from
 # Fields bigger than a log line can hold are looked at as raw values: only as many bytes as
 # the line can carry are ever turned into Python objects (16 MiB of fields, or values nested
 # 200 deep, would otherwise hold the event loop for seconds before being cut to 64 KiB).
@@ -139,7 +142,7 @@ def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
     if state.generation != logger.generation or state.plugin_id is not plugin_id:
         state.refresh(logger, plugin_id, session.id)
     if level < state.threshold:
-        if raw and memoryview(raw)[0] not in _OBJECT_OR_NULL:  # the decode error, as before
+        if raw and _first_byte(raw)[0] not in _OBJECT_OR_NULL:  # the decode error, as before
             _decode_fields(bytes(raw))
         return _EMPTY
     scope = ctx.scope
