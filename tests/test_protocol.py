@@ -297,3 +297,36 @@ async def test_many_concurrent_calls_are_all_answered(hostd: HostdProcess) -> No
     async with await hostd.connect() as c:
         results = await asyncio.gather(*(c.call("host.log", {"message": str(i)}, timeout=10) for i in range(500)))
     assert results == [{}] * 500
+
+
+# (message, answered with a result): every shape Dispatcher.inline takes or declines.
+INLINE_SHAPES: list[tuple[dict[str, Any], bool]] = [
+    ({"id": 1, "method": "host.log", "params": {"level": "info", "message": "m"}}, True),
+    ({"id": -5, "method": "host.log", "params": {"Level": "info", "Message": "go-cased"}}, True),
+    ({"id": 2**63 - 1, "method": "host.log", "params": {"level": 5}}, False),
+    ({"id": 3, "method": "host.log", "params": {"message": "m", "fields": "not an object"}}, False),
+    ({"id": 4, "method": "host.log", "params": {"message": "m", "host_callback_id": "no-such-scope"}}, True),
+    ({"id": 5, "method": "host.log"}, True),
+    ({"id": 6, "method": "host.log", "params": None}, False),
+    ({"id": 7, "method": "host.log", "params": []}, False),
+    ({"id": 2**63, "method": "host.log", "params": {"message": "m"}}, False),
+    ({"id": 1.5, "method": "host.log", "params": {"message": "m"}}, True),
+    ({"id": "s", "method": "host.log", "params": {"message": "m"}}, True),
+    ({"id": True, "method": "host.log", "params": {"message": "m"}}, False),
+    ({"id": None, "method": "host.log", "params": {"message": "m"}}, False),
+    ({"id": 8, "method": "host.log", "params": {"message": "m"}, "jsonrpc": "1.0"}, False),
+    ({"id": 9, "method": "host.stream.close", "params": {"stream_id": "no-such-stream"}}, True),
+    ({"id": 10, "method": "host.affinity.lookup", "params": {"key": "k"}}, False),
+]
+
+
+async def test_an_inline_call_is_answered_alone_as_in_a_batch_of_one(hostd: HostdProcess) -> None:
+    """Alone, a line takes Dispatcher.inline (the common call's shortest way, which declines any
+    other shape); in a batch, every element takes Dispatcher.envelope: the answers must agree."""
+    async with await hostd.connect() as c:
+        for shape, answered in INLINE_SHAPES:
+            message = {"jsonrpc": "2.0", **shape}
+            alone = await ask(c, orjson.dumps(message) + b"\n")
+            [in_batch] = await ask(c, orjson.dumps([message]) + b"\n")
+            assert alone == in_batch, shape
+            assert ("result" in alone) is answered, alone

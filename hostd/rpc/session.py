@@ -159,7 +159,7 @@ class Session:
             return
         dispatcher = self.dispatcher
         line_fn = dispatcher.line
-        envelope = dispatcher.envelope
+        inline = dispatcher.inline
         decode = envelope_decoder.decode
         short = dispatcher.max_short_line  # longer lines take the dispatcher's own way
         reply = self.outbox.queue  # answered within this call: the flush below writes them
@@ -174,7 +174,7 @@ class Session:
                     except Exception:
                         line_fn(line, reply)  # the slow path words the error
                     else:
-                        envelope(env, reply, None, len(line))
+                        inline(env, reply, len(line))
                 elif takes(line) and not self.closing:  # scanned off the loop, then answered in order
                     self._long.start(line, rest)
                     break
