@@ -14,10 +14,24 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the interface both writers have (a Protocol class costs start-up time)
+    from typing import Protocol
+
     from hostd._logline import Writer
+
+    class LineWriter(Protocol):
+        max_queue_bytes: int
+        max_lines: int
+
+        @property
+        def queued_bytes(self) -> int: ...
+
+        def write(self, line: bytes, /) -> bool: ...
+
+        def flush(self, timeout: float, /) -> None: ...
+
 
 BATCH_DELAY_S = 0.005  # a burst gathers for this long: one wake-up and one write per few ms
 WRITE_LINES = 4096  # lines joined into one write
@@ -27,18 +41,6 @@ try:
     from hostd._logline import Writer as _CWriter
 except ImportError:  # built without a C compiler: PyWriter
     _CWriter = None
-
-
-class LineWriter(Protocol):
-    max_queue_bytes: int
-    max_lines: int
-
-    @property
-    def queued_bytes(self) -> int: ...
-
-    def write(self, line: bytes, /) -> bool: ...
-
-    def flush(self, timeout: float, /) -> None: ...
 
 
 def new_writer(fd: int, max_queue_bytes: int, max_lines: int, *, c_writer: bool = True) -> LineWriter:
