@@ -4,9 +4,9 @@ Lines are filtered by level before anything is formatted, encoded on the caller'
 handed to a writer thread through a queue bounded in lines and bytes; when stderr is slower
 than the daemon, lines are dropped and counted rather than stalling the event loop. The queue
 and its thread are :mod:`hostd.log_writer`'s: C (``hostd._logline``, a thread that never takes
-the GIL) where the package was built with a compiler, else Python; both write the same lines. Encoding
-never raises: a value orjson refuses (an integer over 64 bits, nesting over 255) is written
-as text instead, and a line over ``[log] max_line_bytes`` is cut and marked
+the GIL) where the package was built with a compiler, else Python; both write the same lines.
+Encoding never raises: a value orjson refuses (an integer over 64 bits, nesting over 255) is
+written as text instead, and a line over ``[log] max_line_bytes`` is cut and marked
 ``"truncated": true``.
 
 Levels: ``log_level`` is the default; ``[log] levels`` sets a level per logger name
@@ -18,12 +18,12 @@ request's method and id), which ``debug`` does not show.
 Under journald (``$JOURNAL_STREAM`` names stderr) every line starts with the sd-daemon
 ``<N>`` priority prefix, so ``journalctl -p err`` finds the errors.
 
-This module is the Logger and its writer thread; the rest lives beside it and is re-exported
-here, where the daemon imports it from: the levels in :mod:`hostd.log_levels`, line
-formatting in :mod:`hostd.log_format`, redaction and the secret-key check in
-:mod:`hostd.redact`, the per-session rate limit in :mod:`hostd.rate_limit`. This module
-never reads configuration files, never blocks the caller on the log fd, and never logs a
-value under a secret-looking key.
+This module is the Logger; the rest lives beside it and is re-exported here, where the daemon
+imports it from: the queue and its thread in :mod:`hostd.log_writer`, the levels in
+:mod:`hostd.log_levels`, line formatting in :mod:`hostd.log_format`, redaction and the
+secret-key check in :mod:`hostd.redact`, the per-session rate limit in :mod:`hostd.rate_limit`.
+This module never reads configuration files, never blocks the caller on the log fd, and never
+logs a value under a secret-looking key.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ DEFAULT_MAX_QUEUE_BYTES = 8 * 1024 * 1024
 
 
 class Logger(LevelMethods):
-    """The process-wide logger. ``log`` is safe to call from the event loop at any rate."""
+    """The process-wide logger. ``log`` is safe to call from the event loop at any rate.
+    ``c_writer=False`` takes the Python writer even where the C one was built (for tests)."""
 
     def __init__(
         self,
