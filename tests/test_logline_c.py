@@ -16,6 +16,7 @@ import os
 import random
 import select
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -358,6 +359,9 @@ def test_lines_of_both_kinds_arrive_once_and_in_order() -> None:
 
 
 def test_a_writer_dropped_with_lines_queued_and_its_thread_blocked_ends_cleanly() -> None:
+    """Each dropped writer's thread ends once its write fails (under test_c_asan, a use of the
+    freed queue would be reported)."""
+    threads = len(os.listdir("/proc/self/task"))
     for _ in range(20):
         p = Pipe()
         for _ in range(2000):  # more than the pipe holds: the thread blocks in write(2)
@@ -365,6 +369,9 @@ def test_a_writer_dropped_with_lines_queued_and_its_thread_blocked_ends_cleanly(
         del p.writer  # the thread is told to stop; it lets go of the queue when write(2) returns
         os.close(p.read_fd)  # its write fails (EPIPE): it ends
         os.close(p.write_fd)
+    deadline = time.monotonic() + T
+    while len(os.listdir("/proc/self/task")) > threads:  # no sleep: polled until they are gone
+        assert time.monotonic() < deadline, "a dropped writer's thread did not end"
 
 
 def test_wrong_arguments_are_a_type_error(pipe: Pipe) -> None:

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from hostd.rpc import messages
-from hostd.rpc.messages import EMPTY, EMPTY_ANSWER, encode_result
+from hostd.rpc.messages import EMPTY, encode_result
 
 
 @pytest.mark.parametrize("data", [b"", b"a", b"ab", b"abc", os.urandom(32768), bytes(range(256))])
@@ -51,7 +51,12 @@ def test_b64_imports_pybase64_on_its_first_call_and_falls_back_without_it(
     assert msgspec.json.encode({"payload": messages.b64(data)}) == expected  # the next ones
 
 
-@pytest.mark.parametrize("id_", [0, 1, -1, 7, 2**53 + 1, 2**63 - 1, -(2**63)])
-def test_the_preformatted_empty_answer_is_what_encode_result_writes(id_: int) -> None:
-    assert EMPTY_ANSWER % id_ == encode_result(id_, {}) == encode_result(id_, EMPTY)
+@pytest.mark.parametrize("id_", [0, 1, -1, 7, 2**53 + 1, 2**63 - 1, -(2**63), "s", 1.5, None])
+def test_the_preformatted_empty_answer_is_what_the_encoder_writes(id_: int | str | float | None) -> None:
+    # EMPTY itself is preformatted for an integer id; another empty dict goes through the encoder.
+    assert (
+        encode_result(id_, EMPTY)
+        == encode_result(id_, {})
+        == msgspec.json.encode({"jsonrpc": "2.0", "id": id_, "result": {}})
+    )
     assert EMPTY == {}  # shared by every handler that returns it: never mutated

@@ -17,7 +17,7 @@ from hostd.errors import InvalidParams
 from hostd.logs import LEVEL_NAMES, LEVELS, Logger
 from hostd.rate_limit import SessionBucket
 from hostd.redact import PLAIN_KEYS, merge_redacted, plain_keys
-from hostd.rpc.messages import EMPTY as _EMPTY  # answered without an encode (rpc/messages.py)
+from hostd.rpc.messages import EMPTY  # answered preformatted (rpc/messages.encode_result)
 from hostd.rpc.methods import CallContext, host_method
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
     if level < state.threshold:
         if raw and _first_byte(raw)[0] not in _OBJECT_OR_NULL:  # the decode error, as before
             _decode_fields(bytes(raw))
-        return _EMPTY
+        return EMPTY
     scope = ctx.scope
     request_id = scope.request_id if scope is not None else None
     line = logger.plugin_line
@@ -155,7 +155,7 @@ def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
                 _over_limit(services, state, plugin_id)
             elif status == 3:
                 logger.dropped += 1
-            return _EMPTY
+            return EMPTY
     fields = None
     flat = False  # every value a scalar: nothing to redact below the keys
     truncated = False
@@ -173,7 +173,7 @@ def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
                 raise
     if not state.take():
         _over_limit(services, state, plugin_id)
-        return _EMPTY
+        return EMPTY
     msg = params.message.strip() or "plugin log"
     # The common line, encoded in pieces: fields whose keys are all plain and values all scalars
     # are what merge_redacted would copy unchanged, so their own encoding ends the line. The
@@ -191,7 +191,7 @@ def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
             pass
         else:
             if logger.emit_encoded(parts):
-                return _EMPTY
+                return EMPTY
     record: dict[str, Any] = {
         "ts": None,
         "level": LEVEL_NAMES[level],
@@ -206,7 +206,7 @@ def host_log(ctx: CallContext, params: LogParams) -> dict[str, Any]:
     if truncated:
         record["truncated"] = True
     logger.emit_record(record)
-    return _EMPTY
+    return EMPTY
 
 
 METHODS = (host_log,)

@@ -170,7 +170,7 @@ class Dispatcher:
                 try:
                     if FAULTS_ON:
                         inject(f"handler:{method.name}")
-                    result = method.fn(self._ctx, params)
+                    result = method.fn(self._ctx, params)  # and encode_result's EMPTY test, inlined:
                     reply(EMPTY_ANSWER % id_ if result is EMPTY else encode_result(id_, result))
                 except Exception as e:
                     reply(encode_error(id_, self._error(method.name, e)))
@@ -253,11 +253,7 @@ class Dispatcher:
                 if FAULTS_ON:
                     inject(f"handler:{method_name}")
                 result = now(ctx, params)
-                out: bytes | None
-                if result is EMPTY and type(rid) is int:
-                    out = EMPTY_ANSWER % rid
-                else:
-                    out = None if result is NOT_READY else encode_result(rid, result)
+                out = None if result is NOT_READY else encode_result(rid, result)
             except Exception as e:
                 out = encode_error(rid, self._error(method_name, e))
             if out is not None:
